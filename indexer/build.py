@@ -1,0 +1,255 @@
+"""build_index(): corpus -> embeddings -> trained hasher -> codes -> tables + store -> index dir.
+
+The directory is written atomically: everything goes into a temporary sibling, which is
+renamed into place only when complete, so an interrupted build leaves any previous index at
+that path readable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.corpus import Corpus, Document, read_corpus
+from indexer.train import TrainConfig, train_hasher
+from retrieval.codes import check_bits
+from retrieval.embed import (
+    DEFAULT_MODEL,
+    Embedder,
+    EmbeddingCache,
+    SentenceTransformerEmbedder,
+    embed_texts,
+    normalize,
+)
+from retrieval.index import (
+    EMBEDDINGS_NAME,
+    FORMAT_VERSION,
+    HASHER_DIR,
+    MANIFEST_NAME,
+    TABLES_DIR,
+    Index,
+    file_checksums,
+)
+from retrieval.store import DEFAULT_TABLE, DocumentStore, sqlite_url
+from retrieval.tables import HammingIndex
+
+log = logging.getLogger("hashdex")
+
+
+def _hashdex_version() -> str:
+    try:
+        return version("hashdex")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class _Timer:
+    """Wall time of each build stage, for the manifest and the CLI's report."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        log.info("%s ...", name)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+
+
+def _check_embeddings(embeddings: Any, n: int | None) -> np.ndarray:
+    embeddings = np.asarray(embeddings)
+    if embeddings.ndim != 2 or not np.issubdtype(embeddings.dtype, np.floating):
+        raise ValueError(
+            f"embeddings must be a 2-d float array (n, dim), got {embeddings.dtype} "
+            f"{embeddings.shape}"
+        )
+    if n is not None and len(embeddings) != n:
+        raise ValueError(f"got {len(embeddings)} embeddings for {n} documents; pass one each")
+    if not np.isfinite(embeddings).all():
+        bad = int((~np.isfinite(embeddings)).any(axis=1).sum())
+        raise ValueError(f"{bad} embeddings contain NaN or infinite values")
+    return normalize(embeddings)
+
+
+def _documents_for_embeddings(ids: Any, n: int) -> list[Document]:
+    if ids is None:
+        raise ValueError("embeddings= needs ids= (one id per row)")
+    ids = [str(i) for i in ids]
+    if len(ids) != n:
+        raise ValueError(f"got {len(ids)} ids for {n} embeddings; pass one each")
+    if len(set(ids)) != n:
+        raise ValueError("ids must be unique")
+    return [Document(i, "", {}) for i in ids]
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    manifest["files"] = file_checksums(path)
+    tmp = path / f"{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, path / MANIFEST_NAME)
+
+
+def _swap_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename the finished build to ``path``; the old index (if any) goes only afterwards."""
+    old = None
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite=True / --overwrite")
+        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        _drop_external_store(old)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _drop_external_store(index_dir: Path) -> None:
+    """Drop the document table an old index kept in an external database."""
+    try:
+        store = json.loads((index_dir / MANIFEST_NAME).read_text())["store"]
+    except (OSError, ValueError, KeyError):
+        return
+    if store.get("url"):
+        doc_store = DocumentStore(store["url"], store["table"])
+        doc_store.drop()
+        doc_store.close()
+
+
+def build_index(
+    path: str | Path,
+    documents: str | Path | Iterable[Any] | None = None,
+    *,
+    embeddings: np.ndarray | None = None,
+    ids: Iterable[Any] | None = None,
+    bits: int = 64,
+    model: str = DEFAULT_MODEL,
+    embedder: Embedder | None = None,
+    config: TrainConfig | None = None,
+    store_url: str | None = None,
+    keep_embeddings: bool = True,
+    text_field: str = "text",
+    id_field: str = "id",
+    skip_invalid: bool = False,
+    cache: EmbeddingCache | bool = True,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    show_progress: bool = False,
+) -> Index:
+    """Build an index directory at ``path`` and return it opened.
+
+    Give ``documents`` (a corpus path, or an iterable of ``{"id", "text", ...}`` dicts; other
+    fields become metadata) to have them embedded with ``model``, or ``embeddings`` (float,
+    (n, dim)) with ``ids`` to bring your own vectors; with both, the embeddings are used for the
+    documents in order. ``config`` sets training (its ``bits`` is replaced by ``bits``).
+    """
+    path = Path(path)
+    bits = check_bits(bits)
+    if documents is None and embeddings is None:
+        raise ValueError("pass documents= (texts to embed) or embeddings= with ids=")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True / --overwrite")
+    timer = _Timer()
+    stats: dict[str, Any] = {}
+
+    with timer.stage("read"):
+        if documents is not None:
+            corpus = read_corpus(documents, text_field, id_field, skip_invalid)
+        else:
+            corpus = Corpus(_documents_for_embeddings(ids, len(np.asarray(embeddings))))
+        docs = corpus.documents
+        stats["skipped"] = [str(p) for p in corpus.skipped]
+        if len(docs) < 2:
+            raise ValueError(
+                f"the corpus has {len(docs)} valid documents; an index needs 2 or more"
+            )
+    for problem in corpus.skipped:
+        log.warning("skipped %s", problem)
+
+    embedder_info = None
+    with timer.stage("embed"):
+        if embeddings is not None:
+            vectors = _check_embeddings(embeddings, len(docs))
+        else:
+            embedder = embedder or SentenceTransformerEmbedder(model)
+            texts = [d.text for d in docs]
+            if isinstance(embedder, SentenceTransformerEmbedder):
+                stats["truncated"] = embedder.count_truncated(texts)
+                if stats["truncated"]:
+                    log.warning(
+                        "%d documents are longer than the model's %d-token window and were "
+                        "truncated",
+                        stats["truncated"],
+                        embedder.max_seq_length,
+                    )
+            store_cache = EmbeddingCache() if cache is True else (cache or None)
+            vectors, stats["embedded"] = embed_texts(
+                embedder, texts, store_cache, batch_size, show_progress
+            )
+            vectors = _check_embeddings(vectors, len(docs))
+            embedder_info = {"name": embedder.name, "dim": int(vectors.shape[1])}
+
+    with timer.stage("train"):
+        config = replace(config or TrainConfig(), bits=bits)
+        result = train_hasher(vectors, config, show_progress)
+    with timer.stage("encode"):
+        codes = result.model.encode(vectors)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    table = DEFAULT_TABLE if store_url is None else f"hashdex_{uuid.uuid4().hex[:12]}"
+    store = None
+    try:
+        result.model.save(tmp / HASHER_DIR)
+        with timer.stage("tables"):
+            hamming = HammingIndex(bits)
+            hamming.add(codes, np.arange(len(docs), dtype=np.int64))
+            hamming.save(tmp / TABLES_DIR)
+        if keep_embeddings:
+            np.save(tmp / EMBEDDINGS_NAME, vectors.astype(np.float16), allow_pickle=False)
+        with timer.stage("store"):
+            store = DocumentStore(store_url or sqlite_url(tmp), table, create=True)
+            store.add(
+                range(len(docs)),
+                [d.id for d in docs],
+                [d.text for d in docs],
+                [d.metadata for d in docs],
+            )
+            store.close()
+        manifest = {
+            "format": "hashdex-index",
+            "format_version": FORMAT_VERSION,
+            "hashdex_version": _hashdex_version(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "bits": bits,
+            "embedder": embedder_info,
+            "documents": len(docs),
+            "next_row": len(docs),
+            "has_embeddings": keep_embeddings,
+            "store": {"url": store_url, "table": table},
+            "training": result.summary(),
+            "build": {**stats, "seconds": timer.seconds},
+        }
+        _write_manifest(tmp, manifest)
+        _swap_into_place(tmp, path, overwrite)
+    except BaseException:
+        if store is not None and store_url is not None:
+            store.drop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %s: %d documents, %d bits", path, len(docs), bits)
+    return Index.open(path, embedder=embedder)

@@ -1,0 +1,197 @@
+"""The ``hashdex`` command line: each command parses, calls one library function, prints.
+
+Errors are one line on stderr with exit status 1 (set HASHDEX_DEBUG=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import textwrap
+
+import click
+
+DIR = click.Path(exists=True, file_okay=False)
+
+
+class _Group(click.Group):
+    """Turns any library error into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:
+            if os.environ.get("HASHDEX_DEBUG"):
+                raise
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise click.ClickException(message) from error
+
+
+@click.group(cls=_Group)
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr: no progress, no log.")
+@click.version_option(package_name="hashdex")
+@click.pass_context
+def main(ctx: click.Context, quiet: bool) -> None:
+    """hashdex: semantic-hashing document retrieval.
+
+    Index a corpus into short learned binary codes, then find similar documents by Hamming
+    distance.
+    """
+    ctx.obj = {"progress": not quiet}
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("hashdex")
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+@main.command("index")
+@click.argument("corpus", type=click.Path(exists=True))
+@click.option("--out", "out", required=True, type=click.Path(), help="Index directory to write.")
+@click.option("--bits", default=64, show_default=True, help="Code length: 16..256, multiple of 8.")
+@click.option(
+    "--model",
+    default="all-MiniLM-L6-v2",
+    show_default=True,
+    help="sentence-transformers model name or local folder.",
+)
+@click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
+@click.option("--id-field", default="id", show_default=True, help="Field holding the id.")
+@click.option("--skip-invalid", is_flag=True, help="Index the valid documents, report the rest.")
+@click.option(
+    "--store-url",
+    default=None,
+    help="SQLAlchemy URL of the document store (default: a SQLite file in the index directory).",
+)
+@click.option("--seed", default=0, show_default=True, help="Training seed.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default="auto",
+    show_default=True,
+    help="Where to train the hasher.",
+)
+@click.option(
+    "--no-embeddings",
+    is_flag=True,
+    help="Do not keep float16 embeddings (smaller index; no re-ranking).",
+)
+@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing index at --out.")
+@click.pass_obj
+def index_command(
+    obj,
+    corpus,
+    out,
+    bits,
+    model,
+    text_field,
+    id_field,
+    skip_invalid,
+    store_url,
+    seed,
+    device,
+    no_embeddings,
+    no_cache,
+    overwrite,
+):
+    """Embed, hash and store the documents of CORPUS (.jsonl, .json, .csv, .tsv or a folder)."""
+    from indexer.build import build_index
+    from indexer.train import TrainConfig
+
+    index = build_index(
+        out,
+        corpus,
+        bits=bits,
+        model=model,
+        config=TrainConfig(seed=seed, device=device),
+        store_url=store_url,
+        keep_embeddings=not no_embeddings,
+        text_field=text_field,
+        id_field=id_field,
+        skip_invalid=skip_invalid,
+        cache=not no_cache,
+        overwrite=overwrite,
+        show_progress=obj["progress"],
+    )
+    build = index.manifest["build"]
+    stages = ", ".join(f"{name} {sec:.1f}s" for name, sec in build["seconds"].items())
+    click.echo(f"indexed {len(index)} documents into {out} ({index.bits} bits): {stages}")
+    if build["skipped"]:
+        click.echo(f"skipped {len(build['skipped'])} invalid records (see the log above)")
+    if build.get("truncated"):
+        click.echo(f"{build['truncated']} documents were truncated to the model's window")
+
+
+@main.command("query")
+@click.argument("index_dir", type=DIR)
+@click.argument("texts", nargs=-1, required=True)
+@click.option("-k", default=10, show_default=True, help="How many documents per query.")
+@click.option("--radius", type=int, default=None, help="Only documents within this many bits.")
+@click.option(
+    "--rescore",
+    type=int,
+    default=None,
+    help="Re-rank the top N Hamming candidates by cosine (N >= k).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
+def query_command(index_dir, texts, k, radius, rescore, as_json):
+    """Find the documents of INDEX_DIR nearest to each of TEXTS."""
+    from retrieval import Index
+
+    with Index.open(index_dir) as index:
+        results = index.search(list(texts), k=k, radius=radius, rescore=rescore)
+        for i, text in enumerate(texts):
+            hits = results.hits(i)
+            if as_json:
+                payload = {
+                    "query": text,
+                    "order": results.order,
+                    "hits": [hit._asdict() for hit in hits],
+                }
+                click.echo(json.dumps(payload, ensure_ascii=False))
+                continue
+            click.echo(f"query: {text}  ({results.order} order)")
+            if not hits:
+                click.echo("  no documents found")
+            for rank, hit in enumerate(hits, start=1):
+                snippet = textwrap.shorten(" ".join(hit.text.split()), 70, placeholder="…")
+                click.echo(
+                    f"{rank:3d}. {hit.id:<20} d={hit.distance:<3d} score={hit.score:.3f}  {snippet}"
+                )
+
+
+@main.command("info")
+@click.argument("index_dir", type=DIR)
+@click.option("--json", "as_json", is_flag=True, help="Everything, as JSON.")
+def info_command(index_dir, as_json):
+    """Bits, counts, model, bit balance and bucket occupancy of INDEX_DIR."""
+    from retrieval import Index
+
+    with Index.open(index_dir) as index:
+        info = index.info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    embedder = info["embedder"]["name"] if info["embedder"] else "none (own embeddings)"
+    balance, buckets = info["bit_balance"], info["buckets"]
+    training = info["training"] or {}
+    rerank = "float16 embeddings kept" if info["float_embeddings"] else "not available"
+    click.echo(
+        f"index       {info['path']} (format {info['format_version']})\n"
+        f"documents   {info['documents']}\n"
+        f"bits        {info['bits']}\n"
+        f"model       {embedder}\n"
+        f"store       {info['store']}\n"
+        f"re-ranking  {rerank}\n"
+        f"bit balance mean {balance['mean']:.3f}, min {balance['min']:.3f}, "
+        f"max {balance['max']:.3f} (share of documents with each bit set)\n"
+        f"buckets     {buckets['count']} distinct codes, largest {buckets['largest']}, "
+        f"mean {buckets['mean_size']:.2f} documents, {buckets['singletons']} singletons\n"
+        f"training    {training.get('epochs_run', '?')} epochs on {training.get('device', '?')}, "
+        f"best epoch {training.get('best_epoch', '?')}"
+    )

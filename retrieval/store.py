@@ -1,0 +1,124 @@
+"""The document store: id, text and metadata of every document, by row, in SQL.
+
+A SQLite file inside the index directory by default; any SQLAlchemy URL (PostgreSQL, say)
+otherwise. Rows are the integers the search tables return; ids are the users' strings.
+All SQL goes through SQLAlchemy Core with bound parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
+
+DEFAULT_TABLE = "documents"
+SQLITE_NAME = "docs.sqlite"
+_CHUNK = 5000
+
+
+def sqlite_url(directory: str | Path) -> str:
+    return f"sqlite:///{Path(directory).resolve() / SQLITE_NAME}"
+
+
+def _documents_table(name: str) -> Table:
+    return Table(
+        name,
+        MetaData(),
+        Column("row", BigInteger, primary_key=True, autoincrement=False),
+        Column("id", String, nullable=False, unique=True, index=True),
+        Column("text", Text, nullable=False),
+        Column("metadata", JSON, nullable=False),
+    )
+
+
+class DocumentStore:
+    """Documents keyed by row: ``add``, ``get``, ``rows_for``, ``delete``, ``count``."""
+
+    def __init__(self, url: str, table: str = DEFAULT_TABLE, create: bool = False):
+        self.url, self.table_name = url, table
+        self.engine: Engine = create_engine(url)
+        self.table = _documents_table(table)
+        if create:
+            self.table.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def drop(self) -> None:
+        self.table.drop(self.engine, checkfirst=True)
+
+    def add(
+        self,
+        rows: Sequence[int],
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadatas: Sequence[dict],
+    ) -> None:
+        """Insert documents in one transaction (all or none)."""
+        records = [
+            {"row": int(r), "id": i, "text": t, "metadata": m}
+            for r, i, t, m in zip(rows, ids, texts, metadatas, strict=True)
+        ]
+        with self.engine.begin() as conn:
+            for lo in range(0, len(records), _CHUNK):
+                conn.execute(self.table.insert(), records[lo : lo + _CHUNK])
+
+    def get(self, rows: Iterable[int]) -> dict[int, tuple[str, str, dict]]:
+        """``{row: (id, text, metadata)}`` for the rows that exist."""
+        wanted = sorted({int(r) for r in rows})
+        found: dict[int, tuple[str, str, dict]] = {}
+        t = self.table
+        with self.engine.connect() as conn:
+            for lo in range(0, len(wanted), _CHUNK):
+                query = select(t.c.row, t.c.id, t.c.text, t.c.metadata).where(
+                    t.c.row.in_(wanted[lo : lo + _CHUNK])
+                )
+                for row, doc_id, text, metadata in conn.execute(query):
+                    found[row] = (doc_id, text, metadata)
+        return found
+
+    def rows_for(self, ids: Iterable[str]) -> dict[str, int]:
+        """``{id: row}`` for the ids that exist."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, int] = {}
+        t = self.table
+        with self.engine.connect() as conn:
+            for lo in range(0, len(wanted), _CHUNK):
+                query = select(t.c.id, t.c.row).where(t.c.id.in_(wanted[lo : lo + _CHUNK]))
+                found.update(dict(conn.execute(query).all()))
+        return found
+
+    def delete(self, rows: Iterable[int]) -> int:
+        rows = sorted({int(r) for r in rows})
+        deleted = 0
+        with self.engine.begin() as conn:
+            for lo in range(0, len(rows), _CHUNK):
+                query = delete(self.table).where(self.table.c.row.in_(rows[lo : lo + _CHUNK]))
+                deleted += conn.execute(query).rowcount
+        return deleted
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(self.table)).scalar_one())
+
+    def metadata_keys(self, limit: int = 1000) -> list[str]:
+        """Metadata keys seen in the first ``limit`` documents."""
+        keys: dict[str, None] = {}
+        with self.engine.connect() as conn:
+            for (metadata,) in conn.execute(select(self.table.c.metadata).limit(limit)):
+                keys.update(dict.fromkeys(metadata))
+        return list(keys)
