@@ -47,3 +47,27 @@ def precision_at_k(
     """
     top = _hamming_ranking(query_codes, db_codes, k, exclude_self, seed)
     return float((np.asarray(db_labels)[top] == np.asarray(query_labels)[:, None]).mean())
+
+
+def recall_at_k(
+    query_codes: np.ndarray,
+    db_codes: np.ndarray,
+    query_embeddings: np.ndarray,
+    db_embeddings: np.ndarray,
+    k: int = 10,
+    rescore: int | None = None,
+    seed: int = 0,
+) -> float:
+    """Overlap of the k retrieved with the exact float-cosine top k.
+
+    Retrieval is the Hamming top k (random tie-break), or with ``rescore=C`` the Hamming top
+    C re-ordered by cosine.
+    """
+    cosine = query_embeddings @ db_embeddings.T
+    exact = np.argpartition(-cosine, k - 1, axis=1)[:, :k]
+    top = _hamming_ranking(query_codes, db_codes, rescore or k, False, seed)
+    if rescore:
+        order = np.argsort(-np.take_along_axis(cosine, top, 1), axis=1)[:, :k]
+        top = np.take_along_axis(top, order, 1)
+    hits = [len(set(a) & set(b)) for a, b in zip(top.tolist(), exact.tolist(), strict=True)]
+    return float(np.mean(hits) / k)
