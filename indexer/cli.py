@@ -195,3 +195,80 @@ def info_command(index_dir, as_json):
         f"training    {training.get('epochs_run', '?')} epochs on {training.get('device', '?')}, "
         f"best epoch {training.get('best_epoch', '?')}"
     )
+
+
+@main.command("outliers")
+@click.argument("index_dir", type=DIR)
+@click.option("-n", default=10, show_default=True, help="How many documents.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per document.")
+def outliers_command(index_dir, n, as_json):
+    """The documents of INDEX_DIR that the hasher reconstructs worst: the unusual ones."""
+    from retrieval import Index
+
+    with Index.open(index_dir) as index:
+        for rank, outlier in enumerate(index.outliers(n), start=1):
+            if as_json:
+                click.echo(json.dumps(outlier._asdict(), ensure_ascii=False))
+                continue
+            snippet = textwrap.shorten(" ".join(outlier.text.split()), 70, placeholder="…")
+            click.echo(f"{rank:3d}. {outlier.id:<20} error={outlier.error:.3f}  {snippet}")
+
+
+@main.command("eval")
+@click.option(
+    "--dataset",
+    type=click.Choice(["wiki-vital"]),
+    default=None,
+    help="The development corpus (needs the bench extra).",
+)
+@click.option(
+    "--corpus", type=click.Path(exists=True), default=None, help="Or a labelled corpus of your own."
+)
+@click.option(
+    "--label-field",
+    default="topic",
+    show_default=True,
+    help="Metadata field holding each document's label (with --corpus).",
+)
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
+@click.option(
+    "--bits",
+    "bit_budgets",
+    default="16,32,64,128",
+    show_default=True,
+    help="Comma-separated code lengths.",
+)
+@click.option("--seeds", default=3, show_default=True, help="How many seeds to average.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="benchmarks/results",
+    show_default=True,
+    help="Where the table (.md) and plot (.png) go.",
+)
+@click.pass_obj
+def eval_command(obj, dataset, corpus, label_field, text_field, model, bit_budgets, seeds, out_dir):
+    """P@100 and recall@10 of hashdex against float cosine, LSH, PCA+sign and ITQ."""
+    from pathlib import Path
+
+    from indexer import evaluate
+
+    if (dataset is None) == (corpus is None):
+        raise click.UsageError("give exactly one of --dataset and --corpus")
+    if dataset:
+        texts, labels = evaluate.load_wiki_vital(evaluate.DATASETS[dataset])
+        name = dataset
+    else:
+        texts, labels = evaluate.load_labelled_corpus(corpus, label_field, text_field)
+        name = Path(corpus).stem
+    try:
+        budgets = [int(b) for b in bit_budgets.split(",")]
+    except ValueError as error:
+        raise click.BadParameter(f"--bits must be comma-separated integers: {error}") from error
+    report = evaluate.run_evaluation(
+        texts, labels, name, Path(out_dir), model, budgets, list(range(seeds)), obj["progress"]
+    )
+    click.echo(report)
+    click.echo(f"wrote {Path(out_dir) / name}.md and .png")

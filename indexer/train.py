@@ -3,9 +3,10 @@
 The loss has four parts, each weighted in ``TrainConfig``:
 
 * reconstruction: the decoder must recover the embedding from the binary code (cosine loss);
-* similarity: within a batch, the codes' inner products (1 - 2 * hamming / bits) must follow
-  the embeddings' angular similarity (1 - 2 * angle / pi, the value random hyperplanes give
-  in expectation), so that Hamming order follows cosine order;
+* similarity: within a batch, each document's neighbour distribution by code similarity
+  (softmax of (1 - 2 * hamming / bits) / code_temperature) must match its distribution by
+  cosine (softmax of cosine / similarity_temperature), a cross-entropy that weighs the near
+  neighbours most, so that Hamming order follows cosine order where retrieval looks;
 * balance: every bit is on for about half the documents (no wasted bits);
 * decorrelation: bits carry different information.
 
@@ -44,7 +45,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     reconstruction_weight: float = 1.0
-    similarity_weight: float = 4.0
+    similarity_weight: float = 1.0
+    similarity_temperature: float | None = None
+    code_temperature: float | None = None
     balance_weight: float = 0.1
     decorrelation_weight: float = 0.1
     input_noise: float = 0.0
@@ -53,22 +56,40 @@ class TrainConfig:
     seed: int = 0
     device: Device = "auto"
 
-    def resolved(self, n: int, dim: int) -> TrainConfig:
-        """Fill the data-dependent settings from the number of rows and their dimension.
+    def resolved(self, embeddings: np.ndarray) -> TrainConfig:
+        """Fill the data-dependent settings from the embeddings.
 
-        Batches of up to 512 rows; about 3,000 optimiser steps in all (so a small corpus gets
-        many epochs, a large one few), at most 200 epochs; a hidden layer as wide as the input.
+        Batches of up to 512 rows; about 1,500 optimiser steps in all (so a small corpus gets
+        many epochs, a large one few), at most 200 epochs; a hidden layer as wide as the input;
+        a similarity temperature of half the spread (std) of cosines between random pairs,
+        so that models whose cosines crowd together are treated like those that spread out;
+        a code temperature of 0.8 times the spread of code similarity between random codes
+        (1 / sqrt(bits)).
         """
         check_bits(self.bits)
+        n, dim = embeddings.shape
         config = copy.copy(self)
+        if config.similarity_temperature is None:
+            config.similarity_temperature = round(0.5 * _cosine_spread(embeddings, config.seed), 4)
+        if config.code_temperature is None:
+            config.code_temperature = round(0.8 / math.sqrt(config.bits), 4)
         if config.hidden_dim is None:
             config.hidden_dim = max(dim, 2 * config.bits)
         if config.batch_size is None:
             config.batch_size = int(min(512, max(32, n)))
         if config.max_epochs is None:
             steps_per_epoch = max(1, math.ceil(n / config.batch_size))
-            config.max_epochs = int(min(200, max(5, math.ceil(3000 / steps_per_epoch))))
+            config.max_epochs = int(min(200, max(5, math.ceil(1500 / steps_per_epoch))))
         return config
+
+
+def _cosine_spread(embeddings: np.ndarray, seed: int, rows: int = 2000) -> float:
+    """Standard deviation of the cosine between distinct rows of a random sample."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(embeddings), size=min(len(embeddings), rows), replace=False))
+    sample = np.asarray(embeddings[pick], np.float32)
+    cosine = sample @ sample.T
+    return max(float(cosine[~np.eye(len(sample), dtype=bool)].std()), 1e-3)
 
 
 @dataclass
@@ -109,11 +130,13 @@ def hashing_loss(
     logits, codes, recon = model(x if noise is None else x + noise)
     terms = {"reconstruction": 1 - F.cosine_similarity(recon.float(), x.float(), dim=1).mean()}
     codes = codes.float()
-    if config.similarity_weight:
-        cosine = (x @ x.T).float().clamp(-1.0, 1.0)
-        target = 1 - 2 * torch.arccos(cosine) / math.pi
-        code_similarity = codes @ codes.T / model.bits
-        terms["similarity"] = ((code_similarity - target) ** 2).mean()
+    if config.similarity_weight and len(x) > 1:
+        self_pairs = torch.eye(len(x), dtype=torch.bool, device=x.device)
+        cosine = (x @ x.T).float() / config.similarity_temperature
+        target = F.softmax(cosine.masked_fill(self_pairs, -torch.inf), dim=1)
+        code_similarity = (codes @ codes.T / model.bits) / config.code_temperature
+        log_q = F.log_softmax(code_similarity.masked_fill(self_pairs, -torch.inf), dim=1)
+        terms["similarity"] = -(target * log_q.masked_fill(self_pairs, 0.0)).sum(dim=1).mean()
     soft = torch.tanh(logits.float())
     if config.balance_weight:
         terms["balance"] = (soft.mean(dim=0) ** 2).mean()
@@ -156,7 +179,7 @@ def train_hasher(
     if embeddings.ndim != 2 or len(embeddings) < 2:
         raise ValueError(f"need at least 2 embeddings of shape (n, dim), got {embeddings.shape}")
     n, dim = embeddings.shape
-    config = (config or TrainConfig()).resolved(n, dim)
+    config = (config or TrainConfig()).resolved(embeddings)
     device = pick_device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):

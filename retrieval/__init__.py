@@ -2,7 +2,7 @@
 
 from retrieval.embed import Embedder, EmbeddingCache, SentenceTransformerEmbedder
 from retrieval.hasher import BinaryAutoencoder
-from retrieval.index import Hit, Index, RangeResults, SearchResults
+from retrieval.index import Hit, Index, Outlier, RangeResults, SearchResults
 from retrieval.tables import HammingIndex
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "HammingIndex",
     "Hit",
     "Index",
+    "Outlier",
     "RangeResults",
     "SearchResults",
     "SentenceTransformerEmbedder",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -93,7 +94,9 @@ class BinaryAutoencoder(nn.Module):
 
     @torch.no_grad()
     def reconstruction_error(self, embeddings: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """Per-row squared error of the reconstruction from the binary code: float32 (n,)."""
+        """Per-row squared distance between each embedding and its reconstruction from the
+        binary code, both unit-normalised (the decoder is trained on direction, by a cosine
+        loss): 2 - 2 cos, float32 (n,)."""
         self.eval()
         device = next(self.parameters()).device
         out = np.zeros(len(embeddings), np.float32)
@@ -101,7 +104,8 @@ class BinaryAutoencoder(nn.Module):
             x = torch.as_tensor(np.asarray(embeddings[lo : lo + batch_size], np.float32))
             x = x.to(device)
             _, _, recon = self(x)
-            out[lo : lo + batch_size] = ((recon - x) ** 2).sum(dim=1).float().cpu().numpy()
+            recon, x = F.normalize(recon.float(), dim=1), F.normalize(x.float(), dim=1)
+            out[lo : lo + batch_size] = ((recon - x) ** 2).sum(dim=1).cpu().numpy()
         return out
 
     def save(self, path: str | Path) -> None:

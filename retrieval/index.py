@@ -36,6 +36,13 @@ class Hit(NamedTuple):
     metadata: dict
 
 
+class Outlier(NamedTuple):
+    id: str
+    error: float
+    text: str
+    metadata: dict
+
+
 Fetch = Callable[[np.ndarray], dict[int, tuple[str, str, dict]]]
 
 
@@ -355,13 +362,39 @@ class Index:
         ids = self._ids(rows)
         return RangeResults(lims, distances, ids, rows, self.bits, self.store.get)
 
+    # -- novelty ------------------------------------------------------------------------------
+
+    def reconstruction_error(self, embeddings: np.ndarray) -> np.ndarray:
+        """Novelty of float embeddings: how badly the hasher reconstructs each from its code
+        (squared distance of unit vectors, 0..4). Unusual documents score high."""
+        return self.hasher.reconstruction_error(self._check_embeddings(embeddings))
+
+    def novelty(self, texts: Sequence[str]) -> np.ndarray:
+        """``reconstruction_error`` of texts, embedded with the index's model."""
+        return self.reconstruction_error(self.embed(texts))
+
+    def outliers(self, n: int = 10) -> list[Outlier]:
+        """The ``n`` stored documents the hasher reconstructs worst, worst first."""
+        n = _check_k(n)
+        if self.embeddings is None:
+            raise ValueError(f"{self.path} keeps no float embeddings, so it cannot score them")
+        rows = np.sort(np.asarray(self.hamming.ids))
+        errors = self.hasher.reconstruction_error(np.asarray(self.embeddings[rows], np.float32))
+        worst = np.argsort(-errors, kind="stable")[:n]
+        docs = self.store.get(rows[worst])
+        return [
+            Outlier(docs[r][0], float(e), docs[r][1], docs[r][2])
+            for r, e in zip(rows[worst].tolist(), errors[worst], strict=True)
+            if r in docs
+        ]
+
     # -- reporting ----------------------------------------------------------------------------
 
     def info(self) -> dict:
         """Bits, counts, model, bit balance and bucket occupancy of the index."""
         codes = np.asarray(self.hamming.codes)
         balance = unpack(codes, self.bits).mean(axis=0) if len(codes) else np.zeros(self.bits)
-        sizes = self.hamming.table.bucket_sizes()
+        sizes = self.hamming.bucket_sizes()
         return {
             "path": str(self.path),
             "format_version": self.manifest["format_version"],

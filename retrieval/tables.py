@@ -1,29 +1,38 @@
-"""Search structures over packed codes: a hash table probed by bit flips, and FAISS exact scan.
+"""Exact Hamming search over packed codes: multi-index hashing, with FAISS's scan behind it.
 
 ``HammingIndex`` is the code-level index: give it packed uint8 codes and int64 ids, ask for
-exact k nearest neighbours or every code within a radius. Per batch it chooses between
-probing the hash table shell by shell (cheap while the Hamming ball is small and dense with
-hits) and an exact FAISS ``IndexBinaryFlat`` scan, and both give brute-force answers.
+the exact k nearest neighbours or every code within a radius.
+
+Multi-index hashing (Norouzi, Punjani & Fleet, 2012) cuts each code into m byte-aligned
+substrings and keeps one hash table per substring. By the pigeonhole principle a code within
+``r`` bits of the query is within ``r // m`` bits of it on at least one substring, so probing
+each table by bit flips up to that small radius finds every candidate; candidates are then
+checked with exact distances. Per batch the search probes shell after shell while that costs
+less than a linear scan, and sends the queries it could not finish to FAISS
+``IndexBinaryFlat``. Every path returns brute-force answers.
 """
 
 from __future__ import annotations
 
 import json
-from math import comb
+from itertools import pairwise
+from math import comb, log2
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from retrieval.codes import ball_size, check_bits, check_codes, flip_masks
+from retrieval.codes import check_bits, check_codes, flip_masks
 
-# One hash-table probe (a binary search over bucket keys) costs about as much as scanning this
-# many codes linearly; measured on x86-64 with faiss-cpu, 64-bit codes (benchmarks/query_speed.py).
-PROBE_COST_IN_SCANNED_CODES = 2.0
+# Costs in units of "one code scanned by FAISS" (about 1 ns on x86-64), measured with
+# benchmarks/query_speed.py: a probe is a binary search over one table's keys, a candidate a
+# gather, an XOR and a popcount in numpy.
+PROBE_COST = 200.0
+CANDIDATE_COST = 20.0
 # Upper bound on query-mask pairs materialised at once while probing (memory: pairs * bytes).
 _MAX_PAIRS = 1 << 21
-# Shells of the Hamming ball with more masks than this are never probed, whatever the cost model.
-MAX_SHELL_MASKS = 1 << 17
+# Shells with more masks than this are never probed, whatever the cost model says.
+MAX_SHELL_MASKS = 1 << 16
 
 
 def _void(codes: np.ndarray) -> np.ndarray:
@@ -37,44 +46,49 @@ def _expand_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     if total == 0:
         return np.zeros(0, np.int64)
     offsets = np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(starts, counts) + (np.arange(total) - offsets)
+    return np.repeat(starts.astype(np.int64), counts) + (np.arange(total) - offsets)
+
+
+def _words(codes: np.ndarray) -> np.ndarray:
+    """Codes as uint64 words (zero-padded to a multiple of 8 bytes), for popcounts."""
+    n, nbytes = codes.shape
+    pad = (-nbytes) % 8
+    if pad:
+        codes = np.concatenate([codes, np.zeros((n, pad), np.uint8)], axis=1)
+    return np.ascontiguousarray(codes).view(np.uint64)
 
 
 class HashTable:
-    """Exact-code buckets: unique codes sorted as byte strings, CSR lists of row positions."""
+    """Buckets of equal keys: unique keys sorted as byte strings, CSR lists of row positions."""
 
     def __init__(self, keys: np.ndarray, offsets: np.ndarray, order: np.ndarray):
         self.keys = keys  # (n_buckets, nbytes) uint8, sorted
         self.offsets = offsets  # (n_buckets + 1,) int64 into order
-        self.order = order  # (n,) int64 row positions grouped by bucket
-        self._keys_void = _void(keys) if len(keys) else np.zeros(0, f"V{keys.shape[1]}")
+        self.order = order  # (n,) int32 row positions grouped by bucket
+        self._keys_void = _void(keys)
 
     @classmethod
     def build(cls, codes: np.ndarray) -> HashTable:
         void = _void(codes)
-        order = np.argsort(void, kind="stable").astype(np.int64)
+        order = np.argsort(void, kind="stable")
         sorted_void = void[order]
-        if len(order):
-            first = np.concatenate([[True], sorted_void[1:] != sorted_void[:-1]])
-        else:
-            first = np.zeros(0, np.bool_)
+        first = np.ones(len(order), np.bool_)
+        first[1:] = sorted_void[1:] != sorted_void[:-1]
         starts = np.flatnonzero(first)
         offsets = np.append(starts, len(order)).astype(np.int64)
-        keys = np.ascontiguousarray(codes[order[starts]]) if len(order) else codes[:0].copy()
-        return cls(keys, offsets, order)
+        keys = np.ascontiguousarray(codes[order[starts]])
+        return cls(keys, offsets, order.astype(np.int32))
 
     @property
     def n_buckets(self) -> int:
         return len(self.keys)
 
-    def bucket_sizes(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
     def probe(self, queries: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows whose code equals ``query ^ mask`` for some mask: (query index, row position)."""
+        """Rows whose key equals ``query ^ mask`` for some mask: (query index, row position)."""
         nq, m = len(queries), len(masks)
+        empty = np.zeros(0, np.int64), np.zeros(0, np.int64)
         if nq == 0 or m == 0 or self.n_buckets == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return empty
         q_out, r_out = [], []
         step = max(1, _MAX_PAIRS // m)
         for lo in range(0, nq, step):
@@ -83,15 +97,58 @@ class HashTable:
             pos = np.searchsorted(self._keys_void, cand)
             np.minimum(pos, self.n_buckets - 1, out=pos)
             hit = np.flatnonzero(self._keys_void[pos] == cand)
-            if not len(hit):
-                continue
-            buckets = pos[hit]
-            starts, counts = self.offsets[buckets], np.diff(self.offsets)[buckets]
-            q_out.append(np.repeat(hit // m + lo, counts))
-            r_out.append(self.order[_expand_ranges(starts, counts)])
+            if len(hit):
+                buckets = pos[hit]
+                starts, ends = self.offsets[buckets], self.offsets[buckets + 1]
+                q_out.append(np.repeat(hit // m + lo, ends - starts))
+                r_out.append(self.order[_expand_ranges(starts, ends - starts)])
         if not q_out:
+            return empty
+        return np.concatenate(q_out), np.concatenate(r_out).astype(np.int64)
+
+
+def substring_bounds(bits: int, n: int) -> list[tuple[int, int]]:
+    """Byte ranges of the m substrings: about log2(n) bits each (Norouzi et al.'s choice),
+    so that a substring bucket holds about one code."""
+    nbytes = bits // 8
+    target = max(8.0, log2(max(n, 2)))
+    m = int(np.clip(round(bits / target), 1, nbytes))
+    edges = np.linspace(0, nbytes, m + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in pairwise(edges)]
+
+
+class MultiIndex:
+    """One HashTable per byte-aligned substring of the codes."""
+
+    def __init__(self, bounds: list[tuple[int, int]], tables: list[HashTable]):
+        self.bounds, self.tables = bounds, tables
+
+    @classmethod
+    def build(cls, codes: np.ndarray, bounds: list[tuple[int, int]]) -> MultiIndex:
+        return cls(bounds, [HashTable.build(codes[:, a:b]) for a, b in bounds])
+
+    @property
+    def m(self) -> int:
+        return len(self.bounds)
+
+    def shell_masks(self, distance: int) -> int:
+        """Probes per query to search every substring at exactly this distance."""
+        return sum(comb(8 * (b - a), distance) for a, b in self.bounds)
+
+    def shell(self, queries: np.ndarray, distance: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates with some substring at exactly ``distance``: (query index, row), with
+        repeats across substrings."""
+        qs, rs = [], []
+        for (a, b), table in zip(self.bounds, self.tables, strict=True):
+            if distance <= 8 * (b - a):
+                q, r = table.probe(
+                    np.ascontiguousarray(queries[:, a:b]), flip_masks(8 * (b - a), distance)
+                )
+                qs.append(q)
+                rs.append(r)
+        if not qs:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(q_out), np.concatenate(r_out)
+        return np.concatenate(qs), np.concatenate(rs)
 
 
 def _grouped_order(qidx: np.ndarray, dist: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -113,6 +170,9 @@ def _pad_topk(qidx, dist, ids, nq: int, k: int) -> tuple[np.ndarray, np.ndarray]
     return D, ID
 
 
+_ARRAYS = ("codes", "ids")
+
+
 class HammingIndex:
     """Exact Hamming search over packed codes with external int64 ids.
 
@@ -126,8 +186,9 @@ class HammingIndex:
         self.bits = check_bits(bits)
         self.codes = np.zeros((0, self.bits // 8), np.uint8)
         self.ids = np.zeros(0, np.int64)
-        self._table: HashTable | None = None
+        self._multi: MultiIndex | None = None
         self._flat: faiss.IndexBinaryFlat | None = None
+        self._code_words: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -147,7 +208,7 @@ class HammingIndex:
             raise ValueError("ids must be unique and not already in the index; remove them first")
         self.codes = np.concatenate([self.codes, codes])
         self.ids = np.concatenate([self.ids, ids])
-        self._table = None
+        self._multi, self._code_words = None, None
         if self._flat is not None:
             self._flat.add(codes)
 
@@ -157,14 +218,14 @@ class HammingIndex:
         removed = int((~keep).sum())
         if removed:
             self.codes, self.ids = np.ascontiguousarray(self.codes[keep]), self.ids[keep]
-            self._table, self._flat = None, None
+            self._multi, self._flat, self._code_words = None, None, None
         return removed
 
     @property
-    def table(self) -> HashTable:
-        if self._table is None:
-            self._table = HashTable.build(self.codes)
-        return self._table
+    def multi(self) -> MultiIndex:
+        if self._multi is None:
+            self._multi = MultiIndex.build(self.codes, substring_bounds(self.bits, len(self)))
+        return self._multi
 
     @property
     def flat(self) -> faiss.IndexBinaryFlat:
@@ -174,52 +235,84 @@ class HammingIndex:
                 self._flat.add(np.ascontiguousarray(self.codes))
         return self._flat
 
+    @property
+    def code_words(self) -> np.ndarray:
+        if self._code_words is None:
+            self._code_words = _words(np.asarray(self.codes))
+        return self._code_words
+
+    def bucket_sizes(self) -> np.ndarray:
+        """How many codes share each distinct code."""
+        if not len(self):
+            return np.zeros(0, np.int64)
+        return np.unique(_void(np.asarray(self.codes)), return_counts=True)[1]
+
     # -- searching ----------------------------------------------------------------------------
 
-    def _probe_affordable(self, spent: int, distance: int) -> bool:
-        """Is probing the next shell cheaper than one exact scan of every code?"""
-        shell = comb(self.bits, distance)
-        return shell <= MAX_SHELL_MASKS and (
-            (spent + shell) * PROBE_COST_IN_SCANNED_CODES <= len(self)
-        )
+    def _distances(self, queries_words: np.ndarray, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        xor = self.code_words[rows] ^ queries_words[q]
+        return np.bitwise_count(xor).sum(axis=1, dtype=np.int32)
+
+    def _probe(self, queries: np.ndarray, keep_probing):
+        """Probe shell after shell; yields (distance covered, q, rows, distances) per shell.
+
+        After shell s of every substring, every code within m * (s + 1) - 1 bits has been
+        found. ``keep_probing(shell, candidates_so_far)`` decides whether to go on.
+        """
+        multi, words = self.multi, _words(queries)
+        seen = np.zeros(0, np.int64)
+        candidates = 0
+        for shell in range(self.bits + 1):
+            if multi.shell_masks(shell) > MAX_SHELL_MASKS or not keep_probing(shell, candidates):
+                return
+            q, rows = multi.shell(queries, shell)
+            key = np.unique(q * len(self.codes) + rows)
+            key = key[~np.isin(key, seen, assume_unique=True)]
+            seen = np.union1d(seen, key)
+            candidates += len(key)
+            q, rows = key // len(self.codes), key % len(self.codes)
+            yield multi.m * (shell + 1) - 1, q, rows, self._distances(words, q, rows)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact k nearest codes per query: (distances int32, ids int64), each (nq, k).
 
-        Rows are ordered by distance, then id; padded with -1 where the index has fewer
-        than k codes.
+        Rows are ordered by distance, then id (ties at the k-th distance may be cut
+        differently from a scan); padded with -1 where the index has fewer than k codes.
         """
         queries = check_codes(queries, self.bits, "queries")
-        if not isinstance(k, (int, np.integer)) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k={k} must be a positive integer")
-        nq = len(queries)
+        nq, n = len(queries), len(self)
         D = np.full((nq, k), -1, np.int32)
         ID = np.full((nq, k), -1, np.int64)
-        if nq == 0 or len(self) == 0:
+        if nq == 0 or n == 0:
             return D, ID
-        pending = np.arange(nq)
+        need = min(k, n)
+        pending = np.ones(nq, np.bool_)
         found_q, found_d, found_r = [], [], []
-        counts = np.zeros(nq, np.int64)
-        spent, distance = 0, 0
-        while len(pending) and distance <= self.bits and self._probe_affordable(spent, distance):
-            q, rows = self.table.probe(queries[pending], flip_masks(self.bits, distance))
-            q = pending[q]
+
+        def keep_probing(shell: int, candidates: int) -> bool:
+            # Go on while the next shell plus the candidates so far cost less than a scan.
+            open_queries = int(pending.sum())
+            cost = PROBE_COST * self.multi.shell_masks(shell) * open_queries
+            return open_queries > 0 and cost + CANDIDATE_COST * candidates < n * open_queries
+
+        for covered, q, rows, dist in self._probe(queries, keep_probing):
             found_q.append(q)
-            found_d.append(np.full(len(q), distance, np.int32))
+            found_d.append(dist)
             found_r.append(rows)
-            counts += np.bincount(q, minlength=nq)
-            spent += comb(self.bits, distance)
-            distance += 1
-            # Every code within `distance - 1` bits is found: k of them are the exact top k.
-            pending = pending[counts[pending] < min(k, len(self))]
-        done = np.setdiff1d(np.arange(nq), pending)
-        if len(done) and found_q:
+            all_q, all_d = np.concatenate(found_q), np.concatenate(found_d)
+            within = np.bincount(all_q[all_d <= covered], minlength=nq)
+            pending &= within < need
+        done = np.flatnonzero(~pending)
+        if len(done):
             q, d, r = (np.concatenate(x) for x in (found_q, found_d, found_r))
-            sel = np.isin(q, done)
+            sel = ~pending[q]
             Dp, Ip = _pad_topk(q[sel], d[sel], self.ids[r[sel]], nq, k)
             D[done], ID[done] = Dp[done], Ip[done]
-        if len(pending):
-            D[pending], ID[pending] = self._scan_knn(queries[pending], k)
+        rest = np.flatnonzero(pending)
+        if len(rest):
+            D[rest], ID[rest] = self._scan_knn(queries[rest], k)
         return D, ID
 
     def _scan_knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,22 +330,23 @@ class HammingIndex:
         i are ``ids[lims[i]:lims[i + 1]]``, ordered by distance, then id.
         """
         queries = check_codes(queries, self.bits, "queries")
-        if not isinstance(radius, (int, np.integer)) or not 0 <= radius <= self.bits:
+        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
             raise ValueError(f"radius={radius} must be an integer between 0 and bits={self.bits}")
-        nq = len(queries)
-        if nq == 0 or len(self) == 0:
+        if not 0 <= radius <= self.bits:
+            raise ValueError(f"radius={radius} must be an integer between 0 and bits={self.bits}")
+        nq, n = len(queries), len(self)
+        if nq == 0 or n == 0:
             return np.zeros(nq + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
-        widest_shell = comb(self.bits, min(radius, self.bits // 2))
-        if widest_shell <= MAX_SHELL_MASKS and (
-            ball_size(self.bits, radius) * PROBE_COST_IN_SCANNED_CODES <= len(self)
+        last_shell = radius // self.multi.m
+        shells = range(last_shell + 1)
+        probes = sum(self.multi.shell_masks(s) for s in shells)
+        if max(self.multi.shell_masks(s) for s in shells) <= MAX_SHELL_MASKS and (
+            PROBE_COST * probes < n
         ):
-            qs, ds, rs = [], [], []
-            for distance in range(radius + 1):
-                q, rows = self.table.probe(queries, flip_masks(self.bits, distance))
-                qs.append(q)
-                ds.append(np.full(len(q), distance, np.int32))
-                rs.append(rows)
-            q, d, r = (np.concatenate(x) for x in (qs, ds, rs))
+            parts = list(self._probe(queries, lambda shell, _: shell <= last_shell))
+            q, r, d = (np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
+            near = d <= radius
+            q, d, r = q[near], d[near], r[near]
         else:
             # FAISS binary range search keeps distances strictly below its radius.
             lims, d, r = self.flat.range_search(queries, radius + 1)
@@ -266,20 +360,22 @@ class HammingIndex:
     # -- persistence --------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write codes, ids and the hash table as .npy files plus a config.json."""
+        """Write codes, ids and the substring tables as .npy files plus a config.json."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        table = self.table
-        arrays = {
-            "codes": self.codes,
-            "ids": self.ids,
-            "table_keys": table.keys,
-            "table_offsets": table.offsets,
-            "table_order": table.order,
-        }
+        arrays = {"codes": self.codes, "ids": self.ids}
+        for j, table in enumerate(self.multi.tables):
+            arrays.update(
+                {
+                    f"table{j}_keys": table.keys,
+                    f"table{j}_offsets": table.offsets,
+                    f"table{j}_order": table.order,
+                }
+            )
         for name, array in arrays.items():
             np.save(path / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-        (path / "config.json").write_text(json.dumps({"bits": self.bits, "count": len(self)}))
+        config = {"bits": self.bits, "count": len(self), "substrings": self.multi.bounds}
+        (path / "config.json").write_text(json.dumps(config))
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> HammingIndex:
@@ -287,16 +383,23 @@ class HammingIndex:
         path = Path(path)
         config = json.loads((path / "config.json").read_text())
         mode = "r" if mmap else None
-        arrays = {
-            name: np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
-            for name in ("codes", "ids", "table_keys", "table_offsets", "table_order")
-        }
+
+        def load_array(name: str) -> np.ndarray:
+            return np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
+
         index = cls(config["bits"])
-        index.codes = check_codes(arrays["codes"], index.bits)
-        index.ids = arrays["ids"]
+        index.codes = check_codes(load_array("codes"), index.bits)
+        index.ids = load_array("ids")
         if len(index.ids) != config["count"] or len(index.codes) != config["count"]:
             raise ValueError(f"{path}: config.json says {config['count']} codes, arrays disagree")
-        index._table = HashTable(
-            arrays["table_keys"], arrays["table_offsets"], arrays["table_order"]
-        )
+        bounds = [tuple(b) for b in config["substrings"]]
+        tables = [
+            HashTable(
+                load_array(f"table{j}_keys"),
+                load_array(f"table{j}_offsets"),
+                load_array(f"table{j}_order"),
+            )
+            for j in range(len(bounds))
+        ]
+        index._multi = MultiIndex(bounds, tables)
         return index

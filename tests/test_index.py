@@ -225,3 +225,15 @@ def test_info_reports_balance_and_buckets(own_index):
     assert len(info["bit_balance"]["per_bit"]) == 32
     assert 0 < info["bit_balance"]["mean"] < 1
     assert 1 <= info["buckets"]["count"] <= 400
+
+
+def test_outliers_are_the_worst_reconstructed(tmp_path, vectors):
+    x, _ = vectors
+    odd = np.random.default_rng(9).normal(size=(1, 32)).astype(np.float32)
+    data = np.concatenate([x[:200], odd])
+    index = build_index(tmp_path / "idx", embeddings=data, ids=range(201), bits=16, config=FAST)
+    errors = index.reconstruction_error(data)
+    worst = index.outliers(5)
+    assert [o.id for o in worst] == [str(i) for i in np.argsort(-errors, kind="stable")[:5]]
+    assert worst[0].error == pytest.approx(errors.max(), rel=1e-3)
+    assert (np.diff([o.error for o in worst]) <= 0).all()

@@ -1,5 +1,7 @@
 """HammingIndex against a brute-force oracle, for every search strategy."""
 
+import itertools
+
 import numpy as np
 import pytest
 from helpers import brute_force_distances, make_codes, make_queries
@@ -10,9 +12,13 @@ from retrieval.tables import HammingIndex
 
 @pytest.fixture(params=["auto", "probe", "scan"])
 def strategy(request, monkeypatch):
-    """Force the hash-table probe or the FAISS scan, or let the cost model choose."""
-    cost = {"auto": tables.PROBE_COST_IN_SCANNED_CODES, "probe": 0.0, "scan": np.inf}
-    monkeypatch.setattr(tables, "PROBE_COST_IN_SCANNED_CODES", cost[request.param])
+    """Force multi-index probing (as far as shells stay small) or the FAISS scan, or let the
+    cost model choose."""
+    if request.param == "probe":
+        monkeypatch.setattr(tables, "PROBE_COST", 0.0)
+        monkeypatch.setattr(tables, "CANDIDATE_COST", 0.0)
+    elif request.param == "scan":
+        monkeypatch.setattr(tables, "PROBE_COST", np.inf)
     return request.param
 
 
@@ -94,6 +100,18 @@ def test_save_load_gives_identical_answers(tmp_path, strategy, mmap):
         assert np.array_equal(a, b)
     for a, b in zip(index.within(queries, 3), loaded.within(queries, 3)):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("bits", "n", "m"), [(64, 1000, 6), (64, 10**6, 3), (128, 10**7, 6), (16, 10**6, 1)]
+)
+def test_substrings_are_about_log2_n_bits(bits, n, m):
+    bounds = tables.substring_bounds(bits, n)
+    assert len(bounds) == m
+    assert bounds[0][0] == 0 and bounds[-1][1] == bits // 8
+    assert all(a < b for a, b in bounds) and all(
+        b == c for (_, b), (c, _) in itertools.pairwise(bounds)
+    )
 
 
 def test_empty_index_and_empty_batch():

@@ -50,11 +50,17 @@ def test_early_stopping_ends_before_max_epochs():
 
 
 def test_settings_are_derived_from_the_data():
-    small = TrainConfig(bits=64).resolved(n=150, dim=384)
-    large = TrainConfig(bits=64).resolved(n=1_000_000, dim=768)
+    small = TrainConfig(bits=64).resolved(make_embeddings(150, dim=384)[0])
+    large = TrainConfig(bits=64).resolved(make_embeddings(100_000, dim=96)[0])
     assert small.batch_size == 150 and small.hidden_dim == 384
-    assert large.batch_size == 512 and large.hidden_dim == 768
+    assert large.batch_size == 512 and large.hidden_dim == 128
     assert small.max_epochs > large.max_epochs
+    # The similarity temperature follows the spread of the data's cosines.
+    x, _ = make_embeddings(500, dim=32)
+    crowded = x + 3.0 / np.sqrt(32)
+    crowded /= np.linalg.norm(crowded, axis=1, keepdims=True)
+    spread = TrainConfig().resolved(x).similarity_temperature
+    assert TrainConfig().resolved(crowded).similarity_temperature < spread
 
 
 def test_straight_through_binarisation():
@@ -70,7 +76,7 @@ def test_similarity_term_rewards_codes_that_follow_cosine():
         torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
     )
     model = BinaryAutoencoder(16, 16)
-    config = TrainConfig(bits=16)
+    config = TrainConfig(bits=16).resolved(x.numpy())
     terms = hashing_loss(model, x, config, None)
     assert set(terms) == {"reconstruction", "similarity", "balance", "decorrelation", "loss"}
     assert all(torch.isfinite(v) for v in terms.values())
