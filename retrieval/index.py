@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from retrieval.store import DocumentStore, sqlite_url
 from retrieval.tables import HammingIndex
 
 FORMAT_VERSION = 1
+QUERY_CACHE_SIZE = 1024
 MANIFEST_NAME = "manifest.json"
 HASHER_DIR, TABLES_DIR, EMBEDDINGS_NAME = "hasher", "tables", "embeddings.npy"
 
@@ -156,6 +158,7 @@ class Index:
         self.hasher, self.hamming, self.store = hasher, hamming, store
         self.embeddings = embeddings
         self._embedder = embedder
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -246,9 +249,23 @@ class Index:
         return normalize(embeddings)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed query texts with the index's model: float32 (n, dim), unit norm."""
+        """Embed query texts with the index's model: float32 (n, dim), unit norm.
+
+        The last ``QUERY_CACHE_SIZE`` distinct texts are remembered, so a repeated query
+        skips the model.
+        """
         texts = _check_texts(texts)
-        return self._check_embeddings(self.embedder.encode(texts), "query embeddings")
+        cache = self._query_cache
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:
+            vectors = self._check_embeddings(self.embedder.encode(missing), "query embeddings")
+            cache.update(zip(missing, vectors, strict=True))
+        for text in texts:
+            cache.move_to_end(text)
+        vectors = np.stack([cache[t] for t in texts]) if texts else np.zeros((0, self.dim))
+        while len(cache) > QUERY_CACHE_SIZE:
+            cache.popitem(last=False)
+        return vectors.astype(np.float32)
 
     def encode_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """The learned codes of float embeddings: packed uint8 (n, bits // 8)."""

@@ -63,7 +63,7 @@ class HashTable:
 
     def __init__(self, keys: np.ndarray, offsets: np.ndarray, order: np.ndarray):
         self.keys = keys  # (n_buckets, nbytes) uint8, sorted
-        self.offsets = offsets  # (n_buckets + 1,) int64 into order
+        self.offsets = offsets  # (n_buckets + 1,) int32 into order
         self.order = order  # (n,) int32 row positions grouped by bucket
         self._keys_void = _void(keys)
 
@@ -75,7 +75,7 @@ class HashTable:
         first = np.ones(len(order), np.bool_)
         first[1:] = sorted_void[1:] != sorted_void[:-1]
         starts = np.flatnonzero(first)
-        offsets = np.append(starts, len(order)).astype(np.int64)
+        offsets = np.append(starts, len(order)).astype(np.int32)
         keys = np.ascontiguousarray(codes[order[starts]])
         return cls(keys, offsets, order.astype(np.int32))
 

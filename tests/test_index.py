@@ -237,3 +237,21 @@ def test_outliers_are_the_worst_reconstructed(tmp_path, vectors):
     assert [o.id for o in worst] == [str(i) for i in np.argsort(-errors, kind="stable")[:5]]
     assert worst[0].error == pytest.approx(errors.max(), rel=1e-3)
     assert (np.diff([o.error for o in worst]) <= 0).all()
+
+
+def test_repeated_query_texts_skip_the_model(own_index):
+    calls = []
+
+    class Recording:
+        name, dim = "recording", 32
+
+        def encode(self, texts, batch_size=64, show_progress=False):
+            calls.extend(texts)
+            return np.random.default_rng(len(calls)).normal(size=(len(texts), 32))
+
+    index = Index.open(own_index.path, embedder=Recording())
+    first = index.search(["alpha", "beta", "alpha"], k=3)
+    again = index.search(["beta", "alpha"], k=3)
+    assert calls == ["alpha", "beta"]
+    assert np.array_equal(first.ids[[1, 0]], again.ids)
+    assert np.array_equal(first.ids[0], first.ids[2])
