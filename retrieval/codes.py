@@ -1,14 +1,10 @@
-"""Packed binary codes: packing, validation, Hamming distances and Hamming-ball masks.
+"""Packed binary codes: packing, validation and brute-force Hamming distances.
 
 A code of ``bits`` bits is stored as ``bits // 8`` uint8 bytes (``np.packbits`` order), which
 is exactly the layout FAISS ``IndexBinary*`` takes.
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
-from itertools import combinations
-from math import comb
 
 import numpy as np
 
@@ -69,27 +65,3 @@ def hamming_distances(queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
     for w in range(q.shape[1]):
         out += np.bitwise_count(q[:, w, None] ^ c[None, :, w]).astype(np.int32)
     return out
-
-
-def ball_size(bits: int, radius: int) -> int:
-    """Number of codes within ``radius`` bits of a code: sum of C(bits, i) for i <= radius."""
-    return sum(comb(bits, i) for i in range(radius + 1))
-
-
-@lru_cache(maxsize=64)
-def flip_masks(bits: int, distance: int) -> np.ndarray:
-    """Packed XOR masks of every way to flip exactly ``distance`` of ``bits`` bits.
-
-    Returns uint8 (C(bits, distance), bits // 8), read-only and cached: XOR a code with each
-    row to enumerate the shell of the Hamming ball at that distance.
-    """
-    n = comb(bits, distance)
-    flips = np.zeros((n, bits), np.bool_)
-    if distance:
-        positions = np.fromiter(
-            (p for c in combinations(range(bits), distance) for p in c), np.int64, n * distance
-        ).reshape(n, distance)
-        flips[np.arange(n)[:, None], positions] = True
-    masks = np.packbits(flips, axis=1)
-    masks.setflags(write=False)
-    return masks

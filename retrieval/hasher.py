@@ -70,34 +70,35 @@ class BinaryAutoencoder(nn.Module):
         codes = binarize(logits)
         return logits, codes, self.decoder(codes)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def logits(self, embeddings: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """Pre-activations for float embeddings (n, input_dim), in eval mode, as float32."""
+        """Pre-activations for float embeddings (n, input_dim), as float32 (puts the module
+        in eval mode: encoding is inference)."""
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.input_dim:
             raise ValueError(
                 f"embeddings must have shape (n, {self.input_dim}), got {embeddings.shape}"
             )
-        was_training = self.training
-        self.eval()
+        if self.training:
+            self.eval()
         device = next(self.parameters()).device
         out = np.zeros((len(embeddings), self.bits), np.float32)
         for lo in range(0, len(embeddings), batch_size):
             batch = torch.as_tensor(np.asarray(embeddings[lo : lo + batch_size], np.float32))
             out[lo : lo + batch_size] = self.encoder(batch.to(device)).float().cpu().numpy()
-        self.train(was_training)
         return out
 
     def encode(self, embeddings: np.ndarray, batch_size: int = 8192) -> np.ndarray:
         """Packed uint8 codes (n, bits // 8): bit j is set where pre-activation j is > 0."""
         return pack(self.logits(embeddings, batch_size))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def reconstruction_error(self, embeddings: np.ndarray, batch_size: int = 8192) -> np.ndarray:
         """Per-row squared distance between each embedding and its reconstruction from the
         binary code, both unit-normalised (the decoder is trained on direction, by a cosine
         loss): 2 - 2 cos, float32 (n,)."""
-        self.eval()
+        if self.training:
+            self.eval()
         device = next(self.parameters()).device
         out = np.zeros(len(embeddings), np.float32)
         for lo in range(0, len(embeddings), batch_size):

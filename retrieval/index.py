@@ -335,11 +335,6 @@ class Index:
         take = np.take_along_axis
         rows, distances = take(rows, best, 1), take(distances, best, 1)
         scores = np.where(rows >= 0, take(cosine, best, 1), np.nan)
-        if rows.shape[1] < k:  # fewer candidates than k exist only when the index is small
-            pad = k - rows.shape[1]
-            rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
-            distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=np.nan)
         return distances, rows, scores
 
     @staticmethod

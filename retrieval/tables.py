@@ -1,154 +1,44 @@
-"""Exact Hamming search over packed codes: multi-index hashing, with FAISS's scan behind it.
+"""Exact Hamming search over packed codes: multi-index hashing, with an exact scan behind it.
 
 ``HammingIndex`` is the code-level index: give it packed uint8 codes and int64 ids, ask for
 the exact k nearest neighbours or every code within a radius.
 
-Multi-index hashing (Norouzi, Punjani & Fleet, 2012) cuts each code into m byte-aligned
-substrings and keeps one hash table per substring. By the pigeonhole principle a code within
-``r`` bits of the query is within ``r // m`` bits of it on at least one substring, so probing
-each table by bit flips up to that small radius finds every candidate; candidates are then
-checked with exact distances. Per batch the search probes shell after shell while that costs
-less than a linear scan, and sends the queries it could not finish to FAISS
-``IndexBinaryFlat``. Every path returns brute-force answers.
+Multi-index hashing (Norouzi, Punjani & Fleet, 2012) cuts each code into m substrings of
+about log2(n) bits and keeps one hash table per substring. By the pigeonhole principle a
+code within ``m * (s + 1) - 1`` bits of the query is within ``s`` bits of it on at least one
+substring, so probing every table with up to ``s`` bit flips finds all of them, and checking
+the candidates' full distances makes the answer exact. FAISS ``IndexBinaryMultiHash`` does
+the probing and checking in C++; hashdex chooses, per batch, how far to probe (starting
+where the k-th neighbour lay in the previous batch, widening while that costs less than a
+scan), sends the queries it could not finish to the exact scan of the same index's
+``IndexBinaryFlat`` storage, and maps positions to ids. Every path returns brute-force
+answers. Not thread-safe: searches set the probe depth on the shared FAISS index.
 """
 
 from __future__ import annotations
 
 import json
-from itertools import pairwise
+import time
 from math import comb, log2
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from retrieval.codes import check_bits, check_codes, flip_masks
+from retrieval.codes import check_bits, check_codes
 
-# Costs in units of "one code scanned by FAISS" (about 1 ns on x86-64), measured with
-# benchmarks/query_speed.py: a probe is a binary search over one table's keys, a candidate a
-# gather, an XOR and a popcount in numpy.
-PROBE_COST = 200.0
-CANDIDATE_COST = 20.0
-# Upper bound on query-mask pairs materialised at once while probing (memory: pairs * bytes).
-_MAX_PAIRS = 1 << 21
-# Shells with more masks than this are never probed, whatever the cost model says.
-MAX_SHELL_MASKS = 1 << 16
+# One substring probe, with the check of its candidates, costs about as much as scanning this
+# many codes with IndexBinaryFlat (measured on x86-64, 64-bit codes: benchmarks/query_speed.py).
+PROBE_COST = 500.0
+# After probing measured slower than scanning, the scan serves this many batches alone.
+PROBE_RETRY = 16
 
 
-def _void(codes: np.ndarray) -> np.ndarray:
-    """View (n, nbytes) uint8 codes as n opaque byte strings that sort and compare as keys."""
-    return np.ascontiguousarray(codes).view(f"V{codes.shape[1]}").ravel()
-
-
-def _expand_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenate ``range(s, s + c)`` for every pair, vectorised."""
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    offsets = np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(starts.astype(np.int64), counts) + (np.arange(total) - offsets)
-
-
-def _words(codes: np.ndarray) -> np.ndarray:
-    """Codes as uint64 words (zero-padded to a multiple of 8 bytes), for popcounts."""
-    n, nbytes = codes.shape
-    pad = (-nbytes) % 8
-    if pad:
-        codes = np.concatenate([codes, np.zeros((n, pad), np.uint8)], axis=1)
-    return np.ascontiguousarray(codes).view(np.uint64)
-
-
-class HashTable:
-    """Buckets of equal keys: unique keys sorted as byte strings, CSR lists of row positions."""
-
-    def __init__(self, keys: np.ndarray, offsets: np.ndarray, order: np.ndarray):
-        self.keys = keys  # (n_buckets, nbytes) uint8, sorted
-        self.offsets = offsets  # (n_buckets + 1,) int32 into order
-        self.order = order  # (n,) int32 row positions grouped by bucket
-        self._keys_void = _void(keys)
-
-    @classmethod
-    def build(cls, codes: np.ndarray) -> HashTable:
-        void = _void(codes)
-        order = np.argsort(void, kind="stable")
-        sorted_void = void[order]
-        first = np.ones(len(order), np.bool_)
-        first[1:] = sorted_void[1:] != sorted_void[:-1]
-        starts = np.flatnonzero(first)
-        offsets = np.append(starts, len(order)).astype(np.int32)
-        keys = np.ascontiguousarray(codes[order[starts]])
-        return cls(keys, offsets, order.astype(np.int32))
-
-    @property
-    def n_buckets(self) -> int:
-        return len(self.keys)
-
-    def probe(self, queries: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows whose key equals ``query ^ mask`` for some mask: (query index, row position)."""
-        nq, m = len(queries), len(masks)
-        empty = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        if nq == 0 or m == 0 or self.n_buckets == 0:
-            return empty
-        q_out, r_out = [], []
-        step = max(1, _MAX_PAIRS // m)
-        for lo in range(0, nq, step):
-            block = queries[lo : lo + step]
-            cand = _void((block[:, None, :] ^ masks[None, :, :]).reshape(-1, queries.shape[1]))
-            pos = np.searchsorted(self._keys_void, cand)
-            np.minimum(pos, self.n_buckets - 1, out=pos)
-            hit = np.flatnonzero(self._keys_void[pos] == cand)
-            if len(hit):
-                buckets = pos[hit]
-                starts, ends = self.offsets[buckets], self.offsets[buckets + 1]
-                q_out.append(np.repeat(hit // m + lo, ends - starts))
-                r_out.append(self.order[_expand_ranges(starts, ends - starts)])
-        if not q_out:
-            return empty
-        return np.concatenate(q_out), np.concatenate(r_out).astype(np.int64)
-
-
-def substring_bounds(bits: int, n: int) -> list[tuple[int, int]]:
-    """Byte ranges of the m substrings: about log2(n) bits each (Norouzi et al.'s choice),
-    so that a substring bucket holds about one code."""
-    nbytes = bits // 8
+def substring_count(bits: int, n: int) -> int:
+    """m: substrings of about log2(n) bits (Norouzi et al.'s choice, so that a substring
+    bucket holds about one code), at most 64 bits each (FAISS's limit)."""
     target = max(8.0, log2(max(n, 2)))
-    m = int(np.clip(round(bits / target), 1, nbytes))
-    edges = np.linspace(0, nbytes, m + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in pairwise(edges)]
-
-
-class MultiIndex:
-    """One HashTable per byte-aligned substring of the codes."""
-
-    def __init__(self, bounds: list[tuple[int, int]], tables: list[HashTable]):
-        self.bounds, self.tables = bounds, tables
-
-    @classmethod
-    def build(cls, codes: np.ndarray, bounds: list[tuple[int, int]]) -> MultiIndex:
-        return cls(bounds, [HashTable.build(codes[:, a:b]) for a, b in bounds])
-
-    @property
-    def m(self) -> int:
-        return len(self.bounds)
-
-    def shell_masks(self, distance: int) -> int:
-        """Probes per query to search every substring at exactly this distance."""
-        return sum(comb(8 * (b - a), distance) for a, b in self.bounds)
-
-    def shell(self, queries: np.ndarray, distance: int) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates with some substring at exactly ``distance``: (query index, row), with
-        repeats across substrings."""
-        qs, rs = [], []
-        for (a, b), table in zip(self.bounds, self.tables, strict=True):
-            if distance <= 8 * (b - a):
-                q, r = table.probe(
-                    np.ascontiguousarray(queries[:, a:b]), flip_masks(8 * (b - a), distance)
-                )
-                qs.append(q)
-                rs.append(r)
-        if not qs:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(qs), np.concatenate(rs)
+    return int(np.clip(round(bits / target), -(-bits // 64), bits // 8))
 
 
 def _grouped_order(qidx: np.ndarray, dist: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -170,7 +60,9 @@ def _pad_topk(qidx, dist, ids, nq: int, k: int) -> tuple[np.ndarray, np.ndarray]
     return D, ID
 
 
-_ARRAYS = ("codes", "ids")
+def _csr_rows(lims: np.ndarray) -> np.ndarray:
+    """The query index of every answer of a CSR result."""
+    return np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64)))
 
 
 class HammingIndex:
@@ -186,9 +78,13 @@ class HammingIndex:
         self.bits = check_bits(bits)
         self.codes = np.zeros((0, self.bits // 8), np.uint8)
         self.ids = np.zeros(0, np.int64)
-        self._multi: MultiIndex | None = None
-        self._flat: faiss.IndexBinaryFlat | None = None
-        self._code_words: np.ndarray | None = None
+        self._multi: faiss.IndexBinaryMultiHash | None = None
+        # Median k-th neighbour distance of the last batch: where the next probe starts.
+        self._recent_radius: dict[int, int] = {}
+        # Seconds per query seen for probing (finished queries) and scanning, and batches
+        # since probing last lost to the scan (it is retried every PROBE_RETRY batches).
+        self._seconds = {"probe": 0.0, "scan": 0.0}
+        self._since_probe_lost = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -208,9 +104,7 @@ class HammingIndex:
             raise ValueError("ids must be unique and not already in the index; remove them first")
         self.codes = np.concatenate([self.codes, codes])
         self.ids = np.concatenate([self.ids, ids])
-        self._multi, self._code_words = None, None
-        if self._flat is not None:
-            self._flat.add(codes)
+        self._multi = None  # m depends on n: rebuilt on the next query
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove the codes with these ids; returns how many were removed."""
@@ -218,60 +112,50 @@ class HammingIndex:
         removed = int((~keep).sum())
         if removed:
             self.codes, self.ids = np.ascontiguousarray(self.codes[keep]), self.ids[keep]
-            self._multi, self._flat, self._code_words = None, None, None
+            self._multi = None
         return removed
 
     @property
-    def multi(self) -> MultiIndex:
+    def substrings(self) -> int:
+        return substring_count(self.bits, len(self))
+
+    @property
+    def multi(self) -> faiss.IndexBinaryMultiHash:
+        """The substring tables (built on first use); ``.storage`` is the exact flat index."""
         if self._multi is None:
-            self._multi = MultiIndex.build(self.codes, substring_bounds(self.bits, len(self)))
+            m = self.substrings
+            multi = faiss.IndexBinaryMultiHash(self.bits, m, min(64, self.bits // m))
+            if len(self):
+                multi.add(np.ascontiguousarray(self.codes))
+            self._multi = multi
         return self._multi
 
-    @property
-    def flat(self) -> faiss.IndexBinaryFlat:
-        if self._flat is None:
-            self._flat = faiss.IndexBinaryFlat(self.bits)
-            if len(self.codes):
-                self._flat.add(np.ascontiguousarray(self.codes))
-        return self._flat
-
-    @property
-    def code_words(self) -> np.ndarray:
-        if self._code_words is None:
-            self._code_words = _words(np.asarray(self.codes))
-        return self._code_words
+    def _scan(self) -> faiss.IndexBinaryFlat:
+        return faiss.downcast_IndexBinary(self.multi.storage)
 
     def bucket_sizes(self) -> np.ndarray:
         """How many codes share each distinct code."""
         if not len(self):
             return np.zeros(0, np.int64)
-        return np.unique(_void(np.asarray(self.codes)), return_counts=True)[1]
+        void = np.ascontiguousarray(self.codes).view(f"V{self.bits // 8}").ravel()
+        return np.unique(void, return_counts=True)[1]
 
     # -- searching ----------------------------------------------------------------------------
 
-    def _distances(self, queries_words: np.ndarray, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        xor = self.code_words[rows] ^ queries_words[q]
-        return np.bitwise_count(xor).sum(axis=1, dtype=np.int32)
+    def _probes(self, flips: int) -> int:
+        """Substring probes per query to search every table with up to ``flips`` bit flips."""
+        b = self.multi.b
+        return self.multi.nhash * sum(comb(b, s) for s in range(min(flips, b) + 1))
 
-    def _probe(self, queries: np.ndarray, keep_probing):
-        """Probe shell after shell; yields (distance covered, q, rows, distances) per shell.
+    def _affordable(self, flips: int) -> bool:
+        return PROBE_COST * self._probes(flips) < len(self)
 
-        After shell s of every substring, every code within m * (s + 1) - 1 bits has been
-        found. ``keep_probing(shell, candidates_so_far)`` decides whether to go on.
-        """
-        multi, words = self.multi, _words(queries)
-        seen = np.zeros(0, np.int64)
-        candidates = 0
-        for shell in range(self.bits + 1):
-            if multi.shell_masks(shell) > MAX_SHELL_MASKS or not keep_probing(shell, candidates):
-                return
-            q, rows = multi.shell(queries, shell)
-            key = np.unique(q * len(self.codes) + rows)
-            key = key[~np.isin(key, seen, assume_unique=True)]
-            seen = np.union1d(seen, key)
-            candidates += len(key)
-            q, rows = key // len(self.codes), key % len(self.codes)
-            yield multi.m * (shell + 1) - 1, q, rows, self._distances(words, q, rows)
+    def _ball(self, queries: np.ndarray, radius: int, flips: int):
+        """(query index, distance, position) of every code within ``radius``, probing every
+        substring with up to ``flips`` flips; exact when radius < m * (flips + 1)."""
+        self.multi.nflip = flips
+        lims, dist, pos = self.multi.range_search(queries, radius + 1)  # strict: d < radius + 1
+        return _csr_rows(lims), dist.astype(np.int32), pos
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact k nearest codes per query: (distances int32, ids int64), each (nq, k).
@@ -287,37 +171,45 @@ class HammingIndex:
         ID = np.full((nq, k), -1, np.int64)
         if nq == 0 or n == 0:
             return D, ID
-        need = min(k, n)
-        pending = np.ones(nq, np.bool_)
-        found_q, found_d, found_r = [], [], []
-
-        def keep_probing(shell: int, candidates: int) -> bool:
-            # Go on while the next shell plus the candidates so far cost less than a scan.
-            open_queries = int(pending.sum())
-            cost = PROBE_COST * self.multi.shell_masks(shell) * open_queries
-            return open_queries > 0 and cost + CANDIDATE_COST * candidates < n * open_queries
-
-        for covered, q, rows, dist in self._probe(queries, keep_probing):
-            found_q.append(q)
-            found_d.append(dist)
-            found_r.append(rows)
-            all_q, all_d = np.concatenate(found_q), np.concatenate(found_d)
-            within = np.bincount(all_q[all_d <= covered], minlength=nq)
-            pending &= within < need
-        done = np.flatnonzero(~pending)
-        if len(done):
-            q, d, r = (np.concatenate(x) for x in (found_q, found_d, found_r))
-            sel = ~pending[q]
-            Dp, Ip = _pad_topk(q[sel], d[sel], self.ids[r[sel]], nq, k)
-            D[done], ID[done] = Dp[done], Ip[done]
-        rest = np.flatnonzero(pending)
-        if len(rest):
-            D[rest], ID[rest] = self._scan_knn(queries[rest], k)
+        need, m = min(k, n), self.multi.nhash
+        pending = np.arange(nq)
+        # Start at the ball that held the k-th neighbour last time: smaller ones would be
+        # probed in vain (each probe covers every smaller number of flips too).
+        flips = max(0, -(-(self._recent_radius.get(k, 0) + 1) // m) - 1)
+        probe_s, scan_s = self._seconds["probe"], self._seconds["scan"]
+        probe = not probe_s > scan_s > 0 or self._since_probe_lost >= PROBE_RETRY
+        self._since_probe_lost = 0 if probe else self._since_probe_lost + 1
+        start = time.perf_counter()
+        while probe and len(pending) and m * flips < self.bits and self._affordable(flips):
+            radius = min(self.bits, m * (flips + 1) - 1)
+            q, dist, pos = self._ball(queries[pending], radius, flips)
+            finished = np.bincount(q, minlength=len(pending)) >= need
+            if finished.any():
+                sel = finished[q]
+                Dp, Ip = _pad_topk(q[sel], dist[sel], self.ids[pos[sel]], len(pending), k)
+                D[pending[finished]], ID[pending[finished]] = Dp[finished], Ip[finished]
+            pending = pending[~finished]
+            flips += 1
+        if probe:
+            self._remember("probe", time.perf_counter() - start, nq - len(pending), nq)
+        if len(pending):
+            start = time.perf_counter()
+            D[pending], ID[pending] = self._scan_knn(queries[pending], k)
+            self._remember("scan", time.perf_counter() - start, len(pending), len(pending))
+        self._recent_radius[k] = int(np.median(D[:, need - 1]))
         return D, ID
+
+    def _remember(self, path: str, seconds: float, finished: int, attempted: int) -> None:
+        """Moving average of the seconds a path spends per query it finishes."""
+        per_query = seconds / finished if finished else np.inf if attempted else 0.0
+        previous = self._seconds[path]
+        self._seconds[path] = (
+            per_query if previous in (0.0, np.inf) else (0.8 * previous + 0.2 * per_query)
+        )
 
     def _scan_knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kk = min(k, len(self))
-        dist, pos = self.flat.search(queries, kk)
+        dist, pos = self._scan().search(queries, kk)
         valid = pos >= 0
         qidx = np.repeat(np.arange(len(queries)), kk)[valid.ravel()]
         # FAISS orders ties arbitrarily; re-sort by (distance, id) so answers are deterministic.
@@ -334,48 +226,30 @@ class HammingIndex:
             raise ValueError(f"radius={radius} must be an integer between 0 and bits={self.bits}")
         if not 0 <= radius <= self.bits:
             raise ValueError(f"radius={radius} must be an integer between 0 and bits={self.bits}")
-        nq, n = len(queries), len(self)
-        if nq == 0 or n == 0:
+        nq = len(queries)
+        if nq == 0 or len(self) == 0:
             return np.zeros(nq + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
-        last_shell = radius // self.multi.m
-        shells = range(last_shell + 1)
-        probes = sum(self.multi.shell_masks(s) for s in shells)
-        if max(self.multi.shell_masks(s) for s in shells) <= MAX_SHELL_MASKS and (
-            PROBE_COST * probes < n
-        ):
-            parts = list(self._probe(queries, lambda shell, _: shell <= last_shell))
-            q, r, d = (np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
-            near = d <= radius
-            q, d, r = q[near], d[near], r[near]
+        flips = radius // self.multi.nhash
+        if self._affordable(flips):
+            q, d, pos = self._ball(queries, radius, flips)
         else:
-            # FAISS binary range search keeps distances strictly below its radius.
-            lims, d, r = self.flat.range_search(queries, radius + 1)
-            q = np.repeat(np.arange(nq), np.diff(lims.astype(np.int64)))
-            d = d.astype(np.int32)
-        ids = self.ids[r]
+            lims, d, pos = self._scan().range_search(queries, radius + 1)
+            q, d = _csr_rows(lims), d.astype(np.int32)
+        ids = self.ids[pos]
         order = _grouped_order(q, d, ids)
         lims = np.searchsorted(q[order], np.arange(nq + 1)).astype(np.int64)
-        return lims, d[order].astype(np.int32), ids[order]
+        return lims, d[order], ids[order]
 
     # -- persistence --------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write codes, ids and the substring tables as .npy files plus a config.json."""
+        """Write codes and ids as .npy files plus a config.json (the substring tables are
+        rebuilt from the codes on first use)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        arrays = {"codes": self.codes, "ids": self.ids}
-        for j, table in enumerate(self.multi.tables):
-            arrays.update(
-                {
-                    f"table{j}_keys": table.keys,
-                    f"table{j}_offsets": table.offsets,
-                    f"table{j}_order": table.order,
-                }
-            )
-        for name, array in arrays.items():
-            np.save(path / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-        config = {"bits": self.bits, "count": len(self), "substrings": self.multi.bounds}
-        (path / "config.json").write_text(json.dumps(config))
+        np.save(path / "codes.npy", np.ascontiguousarray(self.codes), allow_pickle=False)
+        np.save(path / "ids.npy", np.ascontiguousarray(self.ids), allow_pickle=False)
+        (path / "config.json").write_text(json.dumps({"bits": self.bits, "count": len(self)}))
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> HammingIndex:
@@ -383,23 +257,10 @@ class HammingIndex:
         path = Path(path)
         config = json.loads((path / "config.json").read_text())
         mode = "r" if mmap else None
-
-        def load_array(name: str) -> np.ndarray:
-            return np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
-
         index = cls(config["bits"])
-        index.codes = check_codes(load_array("codes"), index.bits)
-        index.ids = load_array("ids")
+        codes = np.load(path / "codes.npy", mmap_mode=mode, allow_pickle=False)
+        index.codes = check_codes(codes, index.bits)
+        index.ids = np.load(path / "ids.npy", mmap_mode=mode, allow_pickle=False)
         if len(index.ids) != config["count"] or len(index.codes) != config["count"]:
             raise ValueError(f"{path}: config.json says {config['count']} codes, arrays disagree")
-        bounds = [tuple(b) for b in config["substrings"]]
-        tables = [
-            HashTable(
-                load_array(f"table{j}_keys"),
-                load_array(f"table{j}_offsets"),
-                load_array(f"table{j}_order"),
-            )
-            for j in range(len(bounds))
-        ]
-        index._multi = MultiIndex(bounds, tables)
         return index

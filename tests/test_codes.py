@@ -3,10 +3,8 @@ import pytest
 from helpers import brute_force_distances, make_codes
 
 from retrieval.codes import (
-    ball_size,
     check_bits,
     check_codes,
-    flip_masks,
     hamming_distances,
     pack,
     unpack,
@@ -25,15 +23,6 @@ def test_pack_unpack_round_trip():
     codes = pack(bits)
     assert codes.dtype == np.uint8 and codes.shape == (10, 8)
     assert np.array_equal(unpack(codes, 64), bits)
-
-
-@pytest.mark.parametrize("distance", [0, 1, 2, 3])
-def test_flip_masks_enumerate_each_shell_once(distance):
-    masks = flip_masks(16, distance)
-    assert len(masks) == ball_size(16, distance) - ball_size(16, distance - 1) if distance else 1
-    assert (unpack(masks, 16).sum(axis=1) == distance).all()
-    assert len(np.unique(masks, axis=0)) == len(masks)
-    assert not masks.flags.writeable
 
 
 @pytest.mark.parametrize("bits", [0, 8, 12, 264, 65])

@@ -1,7 +1,5 @@
 """HammingIndex against a brute-force oracle, for every search strategy."""
 
-import itertools
-
 import numpy as np
 import pytest
 from helpers import brute_force_distances, make_codes, make_queries
@@ -16,7 +14,7 @@ def strategy(request, monkeypatch):
     cost model choose."""
     if request.param == "probe":
         monkeypatch.setattr(tables, "PROBE_COST", 0.0)
-        monkeypatch.setattr(tables, "CANDIDATE_COST", 0.0)
+        monkeypatch.setattr(tables, "PROBE_RETRY", 0)
     elif request.param == "scan":
         monkeypatch.setattr(tables, "PROBE_COST", np.inf)
     return request.param
@@ -103,15 +101,11 @@ def test_save_load_gives_identical_answers(tmp_path, strategy, mmap):
 
 
 @pytest.mark.parametrize(
-    ("bits", "n", "m"), [(64, 1000, 6), (64, 10**6, 3), (128, 10**7, 6), (16, 10**6, 1)]
+    ("bits", "n", "m"),
+    [(64, 1000, 6), (64, 10**6, 3), (128, 10**7, 6), (16, 10**6, 1), (256, 10, 32)],
 )
 def test_substrings_are_about_log2_n_bits(bits, n, m):
-    bounds = tables.substring_bounds(bits, n)
-    assert len(bounds) == m
-    assert bounds[0][0] == 0 and bounds[-1][1] == bits // 8
-    assert all(a < b for a, b in bounds) and all(
-        b == c for (_, b), (c, _) in itertools.pairwise(bounds)
-    )
+    assert tables.substring_count(bits, n) == m
 
 
 def test_empty_index_and_empty_batch():
@@ -140,3 +134,23 @@ def test_bad_arguments_are_rejected():
         index.add(make_codes(2, 64), [100])
     with pytest.raises(ValueError, match="shape"):
         index.search(np.zeros((1, 16), np.uint8), 1)
+
+
+def test_probing_that_measured_slower_than_scanning_waits_its_turn(monkeypatch):
+    monkeypatch.setattr(tables, "PROBE_COST", 0.0)
+    codes = make_codes(2000, 64)
+    index, _ = _index(codes)
+    queries = make_queries(codes, 64, 5)
+    probed = []
+    real_ball = index._ball
+    monkeypatch.setattr(index, "_ball", lambda *a: probed.append(1) or real_ball(*a))
+    index.search(queries, 3)
+    assert probed, "an unmeasured index probes"
+    index._seconds = {"probe": 1.0, "scan": 1e-6}
+    probed.clear()
+    for _ in range(tables.PROBE_RETRY):
+        index.search(queries, 3)
+    assert not probed, "the scan serves while it is measured faster"
+    index._seconds["probe"] = 1.0  # keep the scan ahead until the retry
+    index.search(queries, 3)
+    assert probed, "probing is retried after PROBE_RETRY batches"
