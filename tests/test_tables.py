@@ -154,3 +154,24 @@ def test_probing_that_measured_slower_than_scanning_waits_its_turn(monkeypatch):
     index._seconds["probe"] = 1.0  # keep the scan ahead until the retry
     index.search(queries, 3)
     assert probed, "probing is retried after PROBE_RETRY batches"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", [64, 128])
+def test_a_million_codes_match_the_flat_scan(bits):
+    """At scale, with every path in play, distances equal FAISS's exhaustive scan."""
+    import faiss
+
+    codes = make_codes(1_000_000, bits, "clustered")
+    index, _ = _index(codes)
+    flat = faiss.IndexBinaryFlat(bits)
+    flat.add(codes)
+    queries = make_queries(codes, bits, 300)
+    for k in (1, 10, 100):
+        assert np.array_equal(index.search(queries, k)[0], flat.search(queries, k)[0])
+        for q in queries[:20]:  # single queries take the same paths one at a time
+            assert np.array_equal(index.search(q[None], k)[0], flat.search(q[None], k)[0])
+    lims, D, _ = index.within(queries, 3)
+    flat_lims, _, _ = flat.range_search(queries, 4)
+    assert np.array_equal(lims, flat_lims.astype(np.int64))
+    assert (D <= 3).all()
