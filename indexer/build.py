@@ -70,7 +70,8 @@ class _Timer:
         self.seconds[name] = round(time.perf_counter() - start, 3)
 
 
-def _check_embeddings(embeddings: Any, n: int | None) -> np.ndarray:
+def check_embeddings(embeddings: Any, n: int | None) -> np.ndarray:
+    """Finite float vectors, one per document, L2-normalised; or a ValueError."""
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2 or not np.issubdtype(embeddings.dtype, np.floating):
         raise ValueError(
@@ -85,7 +86,8 @@ def _check_embeddings(embeddings: Any, n: int | None) -> np.ndarray:
     return normalize(embeddings)
 
 
-def _documents_for_embeddings(ids: Any, n: int) -> list[Document]:
+def documents_for_embeddings(ids: Any, n: int) -> list[Document]:
+    """Text-less documents for bring-your-own embeddings: one unique id per row."""
     if ids is None:
         raise ValueError("embeddings= needs ids= (one id per row)")
     ids = [str(i) for i in ids]
@@ -96,15 +98,18 @@ def _documents_for_embeddings(ids: Any, n: int) -> list[Document]:
     return [Document(i, "", {}) for i in ids]
 
 
-def _write_manifest(path: Path, manifest: dict) -> None:
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Checksum every file under ``path`` into the manifest and write it atomically."""
     manifest["files"] = file_checksums(path)
     tmp = path / f"{MANIFEST_NAME}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, path / MANIFEST_NAME)
 
 
-def _swap_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Rename the finished build to ``path``; the old index (if any) goes only afterwards."""
+def swap_into_place(tmp: Path, path: Path, overwrite: bool, drop_old_store: bool = True) -> None:
+    """Rename the finished version to ``path``; the old one (if any) goes only afterwards,
+    with its table in an external database unless ``drop_old_store`` is off (an update
+    keeps using that table)."""
     old = None
     if path.exists():
         if not overwrite:
@@ -113,7 +118,8 @@ def _swap_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
         os.replace(path, old)
     os.replace(tmp, path)
     if old is not None:
-        _drop_external_store(old)
+        if drop_old_store:
+            _drop_external_store(old)
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -169,7 +175,7 @@ def build_index(
         if documents is not None:
             corpus = read_corpus(documents, text_field, id_field, skip_invalid)
         else:
-            corpus = Corpus(_documents_for_embeddings(ids, len(np.asarray(embeddings))))
+            corpus = Corpus(documents_for_embeddings(ids, len(np.asarray(embeddings))))
         docs = corpus.documents
         stats["skipped"] = [str(p) for p in corpus.skipped]
         if len(docs) < 2:
@@ -182,7 +188,7 @@ def build_index(
     embedder_info = None
     with timer.stage("embed"):
         if embeddings is not None:
-            vectors = _check_embeddings(embeddings, len(docs))
+            vectors = check_embeddings(embeddings, len(docs))
         else:
             embedder = embedder or SentenceTransformerEmbedder(model)
             texts = [d.text for d in docs]
@@ -199,7 +205,7 @@ def build_index(
             vectors, stats["embedded"] = embed_texts(
                 embedder, texts, store_cache, batch_size, show_progress
             )
-            vectors = _check_embeddings(vectors, len(docs))
+            vectors = check_embeddings(vectors, len(docs))
             embedder_info = {"name": embedder.name, "dim": int(vectors.shape[1])}
 
     with timer.stage("train"):
@@ -223,7 +229,8 @@ def build_index(
             np.save(tmp / EMBEDDINGS_NAME, vectors.astype(np.float16), allow_pickle=False)
         with timer.stage("store"):
             store = DocumentStore(store_url or sqlite_url(tmp), table, create=True)
-            store.add(
+            store.replace(
+                [],
                 range(len(docs)),
                 [d.id for d in docs],
                 [d.text for d in docs],
@@ -244,8 +251,8 @@ def build_index(
             "training": result.summary(),
             "build": {**stats, "seconds": timer.seconds},
         }
-        _write_manifest(tmp, manifest)
-        _swap_into_place(tmp, path, overwrite)
+        write_manifest(tmp, manifest)
+        swap_into_place(tmp, path, overwrite)
     except BaseException:
         if store is not None and store_url is not None:
             store.drop()

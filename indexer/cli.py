@@ -127,6 +127,41 @@ def index_command(
         click.echo(f"{build['truncated']} documents were truncated to the model's window")
 
 
+@main.command("add")
+@click.argument("index_dir", type=DIR)
+@click.argument("corpus", type=click.Path(exists=True))
+@click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
+@click.option("--id-field", default="id", show_default=True, help="Field holding the id.")
+@click.option("--skip-invalid", is_flag=True, help="Add the valid documents, report the rest.")
+def add_command(index_dir, corpus, text_field, id_field, skip_invalid):
+    """Add the documents of CORPUS to INDEX_DIR (an existing id is replaced)."""
+    from retrieval import Index
+
+    with Index.open(index_dir) as index:
+        before = len(index)
+        written = index.add(
+            corpus, text_field=text_field, id_field=id_field, skip_invalid=skip_invalid
+        )
+        click.echo(
+            f"wrote {written} documents ({len(index) - before} new, "
+            f"{written - (len(index) - before)} replaced); the index has {len(index)}"
+        )
+
+
+@main.command("delete")
+@click.argument("index_dir", type=DIR)
+@click.argument("ids", nargs=-1, required=True)
+def delete_command(index_dir, ids):
+    """Delete the documents with these IDS from INDEX_DIR."""
+    from retrieval import Index
+
+    with Index.open(index_dir) as index:
+        missing = index.delete(list(ids))
+        click.echo(f"deleted {len(ids) - len(missing)} documents; the index has {len(index)}")
+        if missing:
+            click.echo(f"not found: {' '.join(missing)}", err=True)
+
+
 @main.command("query")
 @click.argument("index_dir", type=DIR)
 @click.argument("texts", nargs=-1, required=True)

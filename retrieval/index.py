@@ -201,6 +201,35 @@ class Index:
     def close(self) -> None:
         self.store.close()
 
+    def reload(self) -> None:
+        """Re-read the index from its directory (after another writer changed it)."""
+        fresh = Index.open(self.path, embedder=self._embedder)
+        self.manifest, self.hasher, self.hamming = fresh.manifest, fresh.hasher, fresh.hamming
+        self.store, self.embeddings = fresh.store, fresh.embeddings
+
+    # -- updating -----------------------------------------------------------------------------
+
+    def add(
+        self,
+        documents: Any = None,
+        *,
+        embeddings: np.ndarray | None = None,
+        ids: Sequence[Any] | None = None,
+        **options: Any,
+    ) -> int:
+        """Add documents (dicts, or a corpus path) or embeddings with ids; an id already in
+        the index is replaced. Hashed with the trained hasher; written atomically. Returns
+        how many were written. ``options``: text_field, id_field, skip_invalid."""
+        from indexer.update import add_documents  # the write path; queries never load it
+
+        return add_documents(self, documents, embeddings=embeddings, ids=ids, **options)
+
+    def delete(self, ids: Sequence[Any]) -> list[str]:
+        """Delete documents by id, atomically; returns the ids that were not found."""
+        from indexer.update import delete_documents
+
+        return delete_documents(self, ids)
+
     def __enter__(self) -> Index:
         return self
 

@@ -46,7 +46,7 @@ def _documents_table(name: str) -> Table:
 
 
 class DocumentStore:
-    """Documents keyed by row: ``add``, ``get``, ``rows_for``, ``delete``, ``count``."""
+    """Documents keyed by row: ``replace`` (delete and insert), ``get``, ``rows_for``, ``count``."""
 
     def __init__(self, url: str, table: str = DEFAULT_TABLE, create: bool = False):
         self.url, self.table_name = url, table
@@ -61,19 +61,24 @@ class DocumentStore:
     def drop(self) -> None:
         self.table.drop(self.engine, checkfirst=True)
 
-    def add(
+    def replace(
         self,
+        old_rows: Sequence[int],
         rows: Sequence[int],
         ids: Sequence[str],
         texts: Sequence[str],
         metadatas: Sequence[dict],
     ) -> None:
-        """Insert documents in one transaction (all or none)."""
+        """Delete ``old_rows`` and insert the new documents, in one transaction."""
         records = [
             {"row": int(r), "id": i, "text": t, "metadata": m}
             for r, i, t, m in zip(rows, ids, texts, metadatas, strict=True)
         ]
+        old_rows = sorted(int(r) for r in old_rows)
         with self.engine.begin() as conn:
+            for lo in range(0, len(old_rows), _CHUNK):
+                chunk = old_rows[lo : lo + _CHUNK]
+                conn.execute(delete(self.table).where(self.table.c.row.in_(chunk)))
             for lo in range(0, len(records), _CHUNK):
                 conn.execute(self.table.insert(), records[lo : lo + _CHUNK])
 
@@ -101,15 +106,6 @@ class DocumentStore:
                 query = select(t.c.id, t.c.row).where(t.c.id.in_(wanted[lo : lo + _CHUNK]))
                 found.update(dict(conn.execute(query).all()))
         return found
-
-    def delete(self, rows: Iterable[int]) -> int:
-        rows = sorted({int(r) for r in rows})
-        deleted = 0
-        with self.engine.begin() as conn:
-            for lo in range(0, len(rows), _CHUNK):
-                query = delete(self.table).where(self.table.c.row.in_(rows[lo : lo + _CHUNK]))
-                deleted += conn.execute(query).rowcount
-        return deleted
 
     def count(self) -> int:
         with self.engine.connect() as conn:

@@ -167,7 +167,7 @@ def test_interrupted_build_leaves_the_old_index(tmp_path, vectors, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(build_module.DocumentStore, "add", crash)
+    monkeypatch.setattr(build_module.DocumentStore, "replace", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         build_index(path, embeddings=x, ids=range(len(x)), bits=16, config=FAST, overwrite=True)
     with pytest.raises(FileExistsError, match="overwrite"):
