@@ -173,13 +173,21 @@ def delete_command(index_dir, ids):
     default=None,
     help="Re-rank the top N Hamming candidates by cosine (N >= k).",
 )
+@click.option(
+    "--where",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only documents whose metadata KEY equals VALUE (repeat a key for any of).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
-def query_command(index_dir, texts, k, radius, rescore, as_json):
+def query_command(index_dir, texts, k, radius, rescore, filters, as_json):
     """Find the documents of INDEX_DIR nearest to each of TEXTS."""
     from retrieval import Index
 
+    where = _parse_where(filters)
     with Index.open(index_dir) as index:
-        results = index.search(list(texts), k=k, radius=radius, rescore=rescore)
+        results = index.search(list(texts), k=k, radius=radius, rescore=rescore, where=where)
         for i, text in enumerate(texts):
             hits = results.hits(i)
             if as_json:
@@ -198,6 +206,24 @@ def query_command(index_dir, texts, k, radius, rescore, as_json):
                 click.echo(
                     f"{rank:3d}. {hit.id:<20} d={hit.distance:<3d} score={hit.score:.3f}  {snippet}"
                 )
+
+
+def _parse_where(filters: tuple[str, ...]) -> dict | None:
+    """``("topic=a", "topic=b", "year=2020")`` -> ``{"topic": ["a", "b"], "year": 2020}``;
+    values that parse as JSON numbers or booleans are taken as such."""
+    where: dict[str, list] = {}
+    for item in filters:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--where")
+        try:
+            value = json.loads(raw)
+            if not isinstance(value, (int, float, bool)):
+                value = raw
+        except json.JSONDecodeError:
+            value = raw
+        where.setdefault(key, []).append(value)
+    return {k: v[0] if len(v) == 1 else v for k, v in where.items()} or None
 
 
 @main.command("info")

@@ -13,6 +13,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -308,9 +309,11 @@ class Index:
         k: int = 10,
         radius: int | None = None,
         rescore: int | None = None,
+        where: dict[str, Any] | None = None,
     ) -> SearchResults:
         """The k nearest documents of each query text (see ``search_embeddings``)."""
-        return self.search_embeddings(self.embed(queries), k=k, radius=radius, rescore=rescore)
+        vectors = self.embed(queries)
+        return self.search_embeddings(vectors, k=k, radius=radius, rescore=rescore, where=where)
 
     def search_embeddings(
         self,
@@ -318,24 +321,31 @@ class Index:
         k: int = 10,
         radius: int | None = None,
         rescore: int | None = None,
+        where: dict[str, Any] | None = None,
     ) -> SearchResults:
         """k-NN by exact Hamming distance between the query codes and the documents' codes.
 
         ``radius``: keep only documents within this many bits. ``rescore=C``: take the C
         nearest by Hamming distance (C >= k) and re-order them by the cosine of the stored
-        float embeddings.
+        float embeddings. ``where={"topic": "sports"}``: only documents whose metadata match
+        (a list value: any of); exact, by scanning the matching documents' codes.
         """
         k = _check_k(k)
         if radius is not None:
             self._check_radius(radius)
         query = self._check_embeddings(embeddings, "query embeddings")
         codes = self.hasher.encode(query)
+        if where:
+            allowed = self.store.rows_where(where)
+            nearest = partial(self.hamming.search_subset, ids=allowed)
+        else:
+            nearest = self.hamming.search
         if rescore is None:
-            distances, rows = self.hamming.search(codes, k)
+            distances, rows = nearest(codes, k)
             scores = np.where(rows >= 0, 1 - 2 * distances / self.bits, np.nan)
             order: Literal["hamming", "cosine"] = "hamming"
         else:
-            distances, rows, scores = self._rescored(query, codes, k, _check_k(rescore))
+            distances, rows, scores = self._rescored(query, codes, k, _check_k(rescore), nearest)
             order = "cosine"
         if radius is not None:
             far = distances > radius
@@ -349,12 +359,12 @@ class Index:
             _fetch=self.store.get,
         )
 
-    def _rescored(self, query: np.ndarray, codes: np.ndarray, k: int, candidates: int):
+    def _rescored(self, query, codes, k: int, candidates: int, nearest: Callable):
         if self.embeddings is None:
             raise ValueError(f"{self.path} keeps no float embeddings, so it cannot re-rank")
         if candidates < k:
             raise ValueError(f"rescore={candidates} must be at least k={k}")
-        distances, rows = self.hamming.search(codes, candidates)
+        distances, rows = nearest(codes, candidates)
         cosine = np.full(rows.shape, -np.inf, np.float32)
         for i in range(len(rows)):
             valid = rows[i] >= 0

@@ -7,9 +7,11 @@ All SQL goes through SQLAlchemy Core with bound parameters.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     func,
+    or_,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -106,6 +109,33 @@ class DocumentStore:
                 query = select(t.c.id, t.c.row).where(t.c.id.in_(wanted[lo : lo + _CHUNK]))
                 found.update(dict(conn.execute(query).all()))
         return found
+
+    def rows_where(self, where: Mapping[str, Any]) -> np.ndarray:
+        """Sorted rows whose metadata equals ``where`` on every key (a list value: any of)."""
+        t = self.table
+        query = select(t.c.row)
+        for key, wanted in where.items():
+            values = wanted if isinstance(wanted, (list, tuple)) else [wanted]
+            if not isinstance(key, str) or not values:
+                raise ValueError(f"where: keys must be strings and lists non-empty ({key!r})")
+            clauses = []
+            for value in values:
+                if isinstance(value, bool):
+                    clauses.append(t.c.metadata[key].as_boolean() == value)
+                elif isinstance(value, int):
+                    clauses.append(t.c.metadata[key].as_integer() == value)
+                elif isinstance(value, float):
+                    clauses.append(t.c.metadata[key].as_float() == value)
+                elif isinstance(value, str):
+                    clauses.append(t.c.metadata[key].as_string() == value)
+                else:
+                    raise ValueError(
+                        f"where[{key!r}]: {value!r} is not a string, number or boolean"
+                    )
+            query = query.where(or_(*clauses))
+        with self.engine.connect() as conn:
+            rows = [row for (row,) in conn.execute(query.order_by(t.c.row))]
+        return np.asarray(rows, np.int64)
 
     def count(self) -> int:
         with self.engine.connect() as conn:

@@ -65,6 +65,18 @@ def _csr_rows(lims: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64)))
 
 
+def _knn_by_scan(flat: faiss.IndexBinaryFlat, ids: np.ndarray, queries: np.ndarray, k: int):
+    """Exact top k of an exhaustive scan, as padded (distances, ids)."""
+    if flat.ntotal == 0 or len(queries) == 0:
+        return np.full((len(queries), k), -1, np.int32), np.full((len(queries), k), -1, np.int64)
+    kk = min(k, flat.ntotal)
+    dist, pos = flat.search(queries, kk)
+    valid = pos >= 0
+    qidx = np.repeat(np.arange(len(queries)), kk)[valid.ravel()]
+    # FAISS orders ties arbitrarily; re-sort by (distance, id) so answers are deterministic.
+    return _pad_topk(qidx, dist[valid], ids[pos[valid]], len(queries), k)
+
+
 class HammingIndex:
     """Exact Hamming search over packed codes with external int64 ids.
 
@@ -208,12 +220,18 @@ class HammingIndex:
         )
 
     def _scan_knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        kk = min(k, len(self))
-        dist, pos = self._scan().search(queries, kk)
-        valid = pos >= 0
-        qidx = np.repeat(np.arange(len(queries)), kk)[valid.ravel()]
-        # FAISS orders ties arbitrarily; re-sort by (distance, id) so answers are deterministic.
-        return _pad_topk(qidx, dist[valid], self.ids[pos[valid]], len(queries), k)
+        return _knn_by_scan(self._scan(), self.ids, queries, k)
+
+    def search_subset(
+        self, queries: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact k nearest among the codes with these ids only (an exact scan of them)."""
+        queries = check_codes(queries, self.bits, "queries")
+        positions = np.flatnonzero(np.isin(self.ids, ids))
+        subset = faiss.IndexBinaryFlat(self.bits)
+        if len(positions):
+            subset.add(np.ascontiguousarray(np.asarray(self.codes)[positions]))
+        return _knn_by_scan(subset, np.asarray(self.ids)[positions], queries, k)
 
     def within(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every code within ``radius`` bits of each query, CSR-style like faiss range_search.

@@ -55,6 +55,27 @@ def test_query_json_with_rescore_and_radius(cli_index):
     assert answers[0]["hits"][0]["metadata"]["topic"] == "football"
 
 
+def test_query_where_filters_by_metadata(cli_index):
+    args = [
+        "query",
+        str(cli_index),
+        "a sunny day",
+        "-k",
+        "20",
+        "--json",
+        "--where",
+        "topic=music",
+        "--where",
+        "topic=travel",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.output)["hits"]
+    assert len(hits) == 20 and {h["metadata"]["topic"] for h in hits} <= {"music", "travel"}
+    bad = CliRunner().invoke(main, ["query", str(cli_index), "x", "--where", "novalue"])
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
+
+
 def test_info(cli_index):
     result = CliRunner().invoke(main, ["info", str(cli_index)])
     assert result.exit_code == 0, result.output

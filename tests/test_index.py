@@ -255,3 +255,25 @@ def test_repeated_query_texts_skip_the_model(own_index):
     assert calls == ["alpha", "beta"]
     assert np.array_equal(first.ids[[1, 0]], again.ids)
     assert np.array_equal(first.ids[0], first.ids[2])
+
+
+def test_where_filters_exactly(tmp_path, vectors):
+    x, _ = vectors
+    docs = [
+        {"id": f"w{i}", "text": f"t{i}", "topic": ["a", "b", "c"][i % 3], "n": i % 2}
+        for i in range(120)
+    ]
+    index = build_index(tmp_path / "idx", docs, embeddings=x[:120], bits=16, config=FAST)
+    codes = index.encode_embeddings(x[:120])
+    res = index.search_embeddings(x[:5], k=10, where={"topic": "b"})
+    exact = brute_force_distances(codes[:5], codes[1::3])
+    assert np.array_equal(res.distances, np.sort(exact, axis=1)[:, :10])
+    assert all(h.metadata["topic"] == "b" for i in range(5) for h in res.hits(i))
+    both = index.search_embeddings(x[:2], k=100, where={"topic": ["a", "c"], "n": 1})
+    expected = {f"w{i}" for i in range(120) if i % 3 != 1 and i % 2 == 1}
+    assert {i for i in both.ids[0] if i is not None} == expected  # all 40, not more
+    reranked = index.search_embeddings(x[:3], k=5, rescore=20, where={"topic": "c"})
+    assert all(h.metadata["topic"] == "c" for h in reranked.hits(0)) and len(reranked.hits(0)) == 5
+    assert (index.search_embeddings(x[:1], k=3, where={"topic": "zzz"}).distances == -1).all()
+    with pytest.raises(ValueError, match="not a string, number or boolean"):
+        index.search_embeddings(x[:1], where={"topic": {"nested": 1}})
