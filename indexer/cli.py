@@ -226,6 +226,34 @@ def _parse_where(filters: tuple[str, ...]) -> dict | None:
     return {k: v[0] if len(v) == 1 else v for k, v in where.items()} or None
 
 
+@main.command("serve")
+@click.argument("index_dir", type=DIR)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to bind (loopback unless told otherwise).",
+)
+@click.option("--port", default=8000, show_default=True)
+@click.option(
+    "--api-key",
+    envvar="HASHDEX_API_KEY",
+    default=None,
+    help="Require this key on every route but /health (or set HASHDEX_API_KEY).",
+)
+def serve_command(index_dir, host, port, api_key):
+    """Serve INDEX_DIR over HTTP: POST /search, /documents; GET/DELETE /documents/{id}."""
+    try:
+        import uvicorn
+
+        from retrieval.server import create_app
+    except ImportError as error:
+        raise click.ClickException(
+            f"hashdex serve needs the serve extra: pip install -e '.[serve]' ({error})"
+        ) from error
+    uvicorn.run(create_app(index_dir, api_key=api_key), host=host, port=port, log_level="info")
+
+
 @main.command("info")
 @click.argument("index_dir", type=DIR)
 @click.option("--json", "as_json", is_flag=True, help="Everything, as JSON.")

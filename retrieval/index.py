@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -160,6 +161,7 @@ class Index:
         self.embeddings = embeddings
         self._embedder = embedder
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_lock = threading.Lock()
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -285,6 +287,10 @@ class Index:
         skips the model.
         """
         texts = _check_texts(texts)
+        with self._query_lock:
+            return self._embed_cached(texts)
+
+    def _embed_cached(self, texts: list[str]) -> np.ndarray:
         cache = self._query_cache
         missing = [t for t in dict.fromkeys(texts) if t not in cache]
         if missing:

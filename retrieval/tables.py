@@ -12,12 +12,13 @@ the probing and checking in C++; hashdex chooses, per batch, how far to probe (s
 where the k-th neighbour lay in the previous batch, widening while that costs less than a
 scan), sends the queries it could not finish to the exact scan of the same index's
 ``IndexBinaryFlat`` storage, and maps positions to ids. Every path returns brute-force
-answers. Not thread-safe: searches set the probe depth on the shared FAISS index.
+answers. Searches hold a lock: they set the probe depth on the shared FAISS index.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from math import comb, log2
 from pathlib import Path
@@ -91,6 +92,7 @@ class HammingIndex:
         self.codes = np.zeros((0, self.bits // 8), np.uint8)
         self.ids = np.zeros(0, np.int64)
         self._multi: faiss.IndexBinaryMultiHash | None = None
+        self._lock = threading.Lock()
         # Median k-th neighbour distance of the last batch: where the next probe starts.
         self._recent_radius: dict[int, int] = {}
         # Seconds per query seen for probing (finished queries) and scanning, and batches
@@ -175,6 +177,10 @@ class HammingIndex:
         Rows are ordered by distance, then id (ties at the k-th distance may be cut
         differently from a scan); padded with -1 where the index has fewer than k codes.
         """
+        with self._lock:
+            return self._search(queries, k)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = check_codes(queries, self.bits, "queries")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k={k} must be a positive integer")
@@ -239,6 +245,10 @@ class HammingIndex:
         Returns ``lims`` (nq + 1,), ``distances`` int32 and ``ids`` int64: the answers of query
         i are ``ids[lims[i]:lims[i + 1]]``, ordered by distance, then id.
         """
+        with self._lock:
+            return self._within(queries, radius)
+
+    def _within(self, queries: np.ndarray, radius: int):
         queries = check_codes(queries, self.bits, "queries")
         if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
             raise ValueError(f"radius={radius} must be an integer between 0 and bits={self.bits}")
