@@ -246,6 +246,7 @@ def build_index(
             "embedder": embedder_info,
             "documents": len(docs),
             "next_row": len(docs),
+            "trained_rows": len(docs),
             "has_embeddings": keep_embeddings,
             "store": {"url": store_url, "table": table},
             "training": result.summary(),

@@ -148,6 +148,32 @@ def add_command(index_dir, corpus, text_field, id_field, skip_invalid):
         )
 
 
+@main.command("retrain")
+@click.argument("index_dir", type=DIR)
+@click.option("--seed", default=0, show_default=True, help="Training seed.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default="auto",
+    show_default=True,
+    help="Where to train the hasher.",
+)
+@click.pass_obj
+def retrain_command(obj, index_dir, seed, device):
+    """Retrain the hasher of INDEX_DIR on its current documents and re-encode them."""
+    from indexer.train import TrainConfig
+    from indexer.update import retrain_index
+    from retrieval import Index
+
+    with Index.open(index_dir) as index:
+        retrain_index(index, TrainConfig(seed=seed, device=device), obj["progress"])
+        training = index.manifest["training"]
+        click.echo(
+            f"retrained on {len(index)} documents: {training['epochs_run']} epochs on "
+            f"{training['device']}"
+        )
+
+
 @main.command("delete")
 @click.argument("index_dir", type=DIR)
 @click.argument("ids", nargs=-1, required=True)
@@ -284,6 +310,15 @@ def info_command(index_dir, as_json):
         f"training    {training.get('epochs_run', '?')} epochs on {training.get('device', '?')}, "
         f"best epoch {training.get('best_epoch', '?')}"
     )
+    drift = info["drift"]
+    line = f"drift       {drift['added_since_training']} documents added since training"
+    if "bit_balance_shift" in drift:
+        line += (
+            f"; bit balance shift {drift['bit_balance_shift']:.3f}; nearest trained code "
+            f"{drift['new_to_nearest_trained']:.1f} bits away for them, "
+            f"{drift['trained_to_nearest_trained']:.1f} for trained ones"
+        )
+    click.echo(line)
 
 
 @main.command("outliers")

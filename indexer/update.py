@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from indexer.build import (
     write_manifest,
 )
 from indexer.corpus import Corpus, read_corpus
+from indexer.train import TrainConfig, train_hasher
 from retrieval.embed import embed_texts
-from retrieval.index import EMBEDDINGS_NAME, MANIFEST_NAME, TABLES_DIR, Index
+from retrieval.index import EMBEDDINGS_NAME, HASHER_DIR, MANIFEST_NAME, TABLES_DIR, Index
 from retrieval.store import DocumentStore, sqlite_url
 from retrieval.tables import HammingIndex
 
@@ -140,6 +142,33 @@ def delete_documents(index: Index, ids: Iterable[Any]) -> list[str]:
         manifest["documents"] = len(hamming)
         _commit(index, tmp, manifest)
         return missing
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def retrain_index(index: Index, config: TrainConfig | None = None, show_progress: bool = False):
+    """Retrain the hasher on the documents now in the index (from their stored float
+    embeddings) and re-encode them all; written as a new version, atomically."""
+    if index.embeddings is None:
+        raise ValueError(
+            f"{index.path} keeps no float embeddings to retrain on; rebuild it with "
+            "hashdex index --overwrite"
+        )
+    rows = np.sort(np.asarray(index.hamming.ids))
+    vectors = np.asarray(index.embeddings[rows], np.float32)
+    config = replace(config or TrainConfig(), bits=index.bits)
+    result = train_hasher(vectors, config, show_progress)
+    tmp = _new_version(index)
+    try:
+        shutil.rmtree(tmp / HASHER_DIR)
+        result.model.save(tmp / HASHER_DIR)
+        hamming = HammingIndex(index.bits)
+        hamming.add(result.model.encode(vectors), rows)
+        hamming.save(tmp / TABLES_DIR)
+        manifest = dict(index.manifest)
+        manifest.update(training=result.summary(), trained_rows=int(manifest["next_row"]))
+        _commit(index, tmp, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -473,7 +473,37 @@ class Index:
                 "singletons": int((sizes == 1).sum()),
             },
             "training": self.manifest.get("training"),
+            "drift": self.drift(),
         }
+
+    def drift(self, sample: int = 1000) -> dict:
+        """How the codes of documents added since training differ from the training set's:
+        the mean shift of per-bit balance, and the mean distance to the nearest training
+        code of (a sample of) the new documents against that of training documents
+        themselves (leave-one-out). Growing numbers say: ``hashdex retrain``."""
+        trained = int(self.manifest.get("trained_rows", self.manifest.get("next_row", 0)))
+        ids, codes = np.asarray(self.hamming.ids), np.asarray(self.hamming.codes)
+        new, old = ids >= trained, ids < trained
+        report: dict = {"added_since_training": int(new.sum())}
+        if not new.any() or old.sum() < 2:
+            return report
+        bits_new = unpack(codes[new], self.bits).mean(axis=0)
+        bits_old = unpack(codes[old], self.bits).mean(axis=0)
+        report["bit_balance_shift"] = float(np.abs(bits_new - bits_old).mean())
+        rng = np.random.default_rng(0)
+        old_codes = codes[old]
+        reference = HammingIndex(self.bits)
+        reference.add(old_codes, np.arange(len(old_codes)))
+        pick_new = rng.permutation(int(new.sum()))[:sample]
+        pick_old = rng.permutation(len(old_codes))[:sample]
+        report["new_to_nearest_trained"] = float(
+            reference.search(codes[new][pick_new], 1)[0].mean()
+        )
+        # The training codes' own nearest neighbour other than themselves: second hit.
+        report["trained_to_nearest_trained"] = float(
+            reference.search(old_codes[pick_old], 2)[0][:, 1].mean()
+        )
+        return report
 
     def verify(self) -> list[str]:
         """Files whose checksum differs from the manifest's (empty when the index is intact)."""

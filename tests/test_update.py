@@ -121,3 +121,37 @@ def test_cli_add_and_delete(sample_index, tmp_path):
     assert result.exit_code == 0
     assert "deleted 1 documents; the index has 160" in result.output
     assert "not found: ghost" in result.output
+
+
+def test_drift_then_retrain(index):
+    assert index.info()["drift"] == {"added_since_training": 0}
+    far = np.random.default_rng(3).normal(size=(20, 32)).astype(np.float32)
+    index.add(embeddings=far, ids=[f"far{i}" for i in range(20)])
+    drift = index.info()["drift"]
+    assert drift["added_since_training"] == 20
+    assert 0 <= drift["bit_balance_shift"] <= 1
+    assert drift["new_to_nearest_trained"] >= 0 and drift["trained_to_nearest_trained"] >= 0
+    before = np.asarray(index.hamming.codes).copy()
+    from indexer.update import retrain_index
+
+    retrain_index(index, TrainConfig(max_epochs=5, device="cpu", seed=1))
+    assert len(index) == 220 and index.info()["drift"] == {"added_since_training": 0}
+    assert not np.array_equal(np.asarray(index.hamming.codes), before)
+    assert index.search_embeddings(far[:2], k=1, rescore=30).ids[:, 0].tolist() == ["far0", "far1"]
+    assert Index.open(index.path).verify() == []
+
+
+def test_cli_retrain_and_info_drift(sample_index, tmp_path):
+    import shutil
+
+    path = tmp_path / "idx"
+    shutil.copytree(sample_index.path, path)
+    corpus = tmp_path / "more.jsonl"
+    corpus.write_text('{"id": "x1", "text": "Glaciers carve valleys over millennia."}\n')
+    assert CliRunner().invoke(main, ["-q", "add", str(path), str(corpus)]).exit_code == 0
+    info = CliRunner().invoke(main, ["info", str(path)]).output
+    assert "drift       1 documents added since training; bit balance shift" in info
+    result = CliRunner().invoke(main, ["-q", "retrain", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "retrained on 161 documents" in result.output
+    assert "drift       0 documents added" in CliRunner().invoke(main, ["info", str(path)]).output
