@@ -280,6 +280,22 @@ def serve_command(index_dir, host, port, api_key):
     uvicorn.run(create_app(index_dir, api_key=api_key), host=host, port=port, log_level="info")
 
 
+@main.command("export")
+@click.argument("index_dir", type=DIR)
+@click.option(
+    "--format", "fmt", type=click.Choice(["npy", "parquet"]), default="npy", show_default=True
+)
+@click.option("--out", required=True, type=click.Path(), help="A folder (npy) or a file (parquet).")
+def export_command(index_dir, fmt, out):
+    """Write the ids, codes and metadata of INDEX_DIR for other binary-vector backends."""
+    from indexer.export import export_index
+    from retrieval import Index
+
+    with Index.open(index_dir) as index:
+        export_index(index, out, fmt)
+        click.echo(f"exported {len(index)} documents ({index.bits}-bit codes) to {out}")
+
+
 @main.command("info")
 @click.argument("index_dir", type=DIR)
 @click.option("--json", "as_json", is_flag=True, help="Everything, as JSON.")
