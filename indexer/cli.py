@@ -412,3 +412,7 @@ def eval_command(obj, dataset, corpus, label_field, text_field, model, bit_budge
     )
     click.echo(report)
     click.echo(f"wrote {Path(out_dir) / name}.md and .png")
+
+
+if __name__ == "__main__":
+    main()
