@@ -99,11 +99,22 @@ def documents_for_embeddings(ids: Any, n: int) -> list[Document]:
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
-    """Checksum every file under ``path`` into the manifest and write it atomically."""
+    """Checksum every file under ``path`` into the manifest, write it, and flush the whole
+    version to disk (so that once it is renamed into place it survives a power cut)."""
     manifest["files"] = file_checksums(path)
-    tmp = path / f"{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, path / MANIFEST_NAME)
+    (path / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    for file in path.rglob("*"):
+        _fsync(file)
+    _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def swap_into_place(tmp: Path, path: Path, overwrite: bool, drop_old_store: bool = True) -> None:
@@ -117,6 +128,7 @@ def swap_into_place(tmp: Path, path: Path, overwrite: bool, drop_old_store: bool
         old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(path, old)
     os.replace(tmp, path)
+    _fsync(path.parent)
     if old is not None:
         if drop_old_store:
             _drop_external_store(old)
