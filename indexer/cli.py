@@ -296,6 +296,19 @@ def export_command(index_dir, fmt, out):
         click.echo(f"exported {len(index)} documents ({index.bits}-bit codes) to {out}")
 
 
+@main.command("verify")
+@click.argument("index_dir", type=DIR)
+def verify_command(index_dir):
+    """Check every file of INDEX_DIR against the checksums in its manifest."""
+    from retrieval import Index
+
+    with Index.open(index_dir) as index:
+        problems = index.verify()
+    if problems:
+        raise click.ClickException(f"{len(problems)} problems: " + "; ".join(problems))
+    click.echo(f"{index_dir}: intact ({len(index.manifest['files'])} files checked)")
+
+
 @main.command("info")
 @click.argument("index_dir", type=DIR)
 @click.option("--json", "as_json", is_flag=True, help="Everything, as JSON.")

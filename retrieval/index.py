@@ -127,6 +127,20 @@ def file_checksums(path: Path) -> dict[str, str]:
     return sums
 
 
+def _checksum_problems(path: Path, manifest: dict) -> list[str]:
+    """``"name: missing"`` / ``"name: checksum mismatch"`` / ``"name: not in the manifest"``."""
+    expected = manifest.get("files", {})
+    actual = file_checksums(path)
+    problems = [f"{name}: missing" for name in expected if name not in actual]
+    problems += [
+        f"{name}: checksum mismatch"
+        for name, digest in expected.items()
+        if name in actual and actual[name] != digest
+    ]
+    problems += [f"{name}: not in the manifest" for name in actual if name not in expected]
+    return problems
+
+
 def _check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k={k!r} must be a positive integer")
@@ -185,17 +199,30 @@ class Index:
                 f"{FORMAT_VERSION}); upgrade hashdex if it fails to load",
                 stacklevel=2,
             )
-        hasher = BinaryAutoencoder.load(path / HASHER_DIR)
-        hamming = HammingIndex.load(path / TABLES_DIR, mmap=mmap)
+        try:
+            hasher = BinaryAutoencoder.load(path / HASHER_DIR)
+            hamming = HammingIndex.load(path / TABLES_DIR, mmap=mmap)
+            embeddings = None
+            if manifest.get("has_embeddings"):
+                embeddings = np.load(
+                    path / EMBEDDINGS_NAME, mmap_mode="r" if mmap else None, allow_pickle=False
+                )
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            damaged = [line.split(":")[0] for line in _checksum_problems(path, manifest)]
+            where = (
+                f" (files that differ from the manifest: {', '.join(damaged)})" if damaged else ""
+            )
+            raise ValueError(f"{path}: the index is damaged{where}: {error}") from error
         if hasher.bits != manifest["bits"] or hamming.bits != manifest["bits"]:
             raise ValueError(
                 f"{path}: manifest says {manifest['bits']} bits but the hasher has "
                 f"{hasher.bits} and the tables {hamming.bits}"
             )
-        embeddings = None
-        if manifest.get("has_embeddings"):
-            embeddings = np.load(
-                path / EMBEDDINGS_NAME, mmap_mode="r" if mmap else None, allow_pickle=False
+        rows = int(manifest.get("next_row", 0))
+        if embeddings is not None and (embeddings.shape != (rows, hasher.input_dim)):
+            raise ValueError(
+                f"{path / EMBEDDINGS_NAME}: shape {embeddings.shape}, the manifest expects "
+                f"({rows}, {hasher.input_dim})"
             )
         store_info = manifest["store"]
         store = DocumentStore(store_info["url"] or sqlite_url(path), store_info["table"])
@@ -507,12 +534,4 @@ class Index:
 
     def verify(self) -> list[str]:
         """Files whose checksum differs from the manifest's (empty when the index is intact)."""
-        expected = self.manifest.get("files", {})
-        actual = file_checksums(self.path)
-        problems = [f"{name}: missing" for name in expected if name not in actual]
-        problems += [
-            f"{name}: checksum mismatch"
-            for name, digest in expected.items()
-            if name in actual and actual[name] != digest
-        ]
-        return problems
+        return _checksum_problems(self.path, self.manifest)
