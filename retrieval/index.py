@@ -533,5 +533,12 @@ class Index:
         return report
 
     def verify(self) -> list[str]:
-        """Files whose checksum differs from the manifest's (empty when the index is intact)."""
-        return _checksum_problems(self.path, self.manifest)
+        """What is wrong with the index on disk: files whose checksum differs from the
+        manifest's, and a format newer than this hashdex reads (empty when intact)."""
+        problems = _checksum_problems(self.path, self.manifest)
+        if self.manifest["format_version"] > FORMAT_VERSION:
+            problems.append(
+                f"{MANIFEST_NAME}: format {self.manifest['format_version']} is newer than "
+                f"this hashdex reads ({FORMAT_VERSION})"
+            )
+        return problems

@@ -117,3 +117,15 @@ def test_skip_invalid_reports_what_was_skipped(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "indexed 12 documents" in result.output and "skipped 1 invalid" in result.output
+
+
+def test_verify(cli_index, tmp_path):
+    result = CliRunner().invoke(main, ["verify", str(cli_index)])
+    assert result.exit_code == 0 and "intact" in result.output
+    import shutil
+
+    copy = tmp_path / "idx"
+    shutil.copytree(cli_index, copy)
+    (copy / "docs.sqlite").write_bytes((copy / "docs.sqlite").read_bytes() + b"x")
+    result = CliRunner().invoke(main, ["verify", str(copy)])
+    assert result.exit_code == 1 and "docs.sqlite: checksum mismatch" in result.output

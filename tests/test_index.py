@@ -277,3 +277,43 @@ def test_where_filters_exactly(tmp_path, vectors):
     assert (index.search_embeddings(x[:1], k=3, where={"topic": "zzz"}).distances == -1).all()
     with pytest.raises(ValueError, match="not a string, number or boolean"):
         index.search_embeddings(x[:1], where={"topic": {"nested": 1}})
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncate tables/codes.npy", "damaged"),
+        ("truncate embeddings.npy", "damaged"),
+        ("delete hasher/model.safetensors", "damaged"),
+        ("garble hasher/config.json", "damaged"),
+    ],
+)
+def test_damaged_files_give_a_clear_error(tmp_path, vectors, damage, message):
+    x, _ = vectors
+    path = tmp_path / "idx"
+    build_index(path, embeddings=x[:50], ids=range(50), bits=16, config=FAST).close()
+    action, name = damage.split(" ", 1)
+    target = path / name
+    if action == "truncate":
+        target.write_bytes(target.read_bytes()[:100])
+    elif action == "delete":
+        target.unlink()
+    else:
+        target.write_text("{not json")
+    with pytest.raises(ValueError, match=message) as caught:
+        Index.open(path)
+    assert name in str(caught.value)
+
+
+def test_verify_finds_altered_and_unknown_files(tmp_path, vectors):
+    x, _ = vectors
+    path = tmp_path / "idx"
+    index = build_index(path, embeddings=x[:50], ids=range(50), bits=16, config=FAST)
+    codes = np.load(path / "tables" / "codes.npy")
+    codes[0, 0] ^= 1  # one flipped bit: still loads, but is not what was written
+    np.save(path / "tables" / "codes.npy", codes)
+    (path / "stray.txt").write_text("?")
+    assert sorted(index.verify()) == [
+        "stray.txt: not in the manifest",
+        "tables/codes.npy: checksum mismatch",
+    ]
