@@ -10,9 +10,6 @@ latency, and writes benchmarks/results/serve_throughput.md.
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,16 +17,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from loopback import free_port, index_sample, start_server, stop_server
 
 RESULTS = Path(__file__).parent / "results"
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample.jsonl"
 QUERIES = ["largest planet", "bread recipe", "football rules", "python lists", "saving money"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _drive(url: str, connections: int, seconds: float, fresh: bool) -> dict:
@@ -76,23 +67,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         index = Path(tmp) / "idx"
-        hashdex = [sys.executable, "-m", "indexer.cli"]
-        subprocess.run([*hashdex, "-q", "index", str(SAMPLE), "--out", str(index)], check=True)
-        port = _free_port()
-        server = subprocess.Popen(
-            [*hashdex, "serve", str(index), "--port", str(port)], stderr=subprocess.DEVNULL
-        )
+        index_sample(index)
+        port = free_port()
+        server = start_server(index, port)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    if httpx.get(url + "/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    if time.time() > deadline:
-                        raise
-                    time.sleep(0.2)
             _drive(url, 1, 1.0, fresh=True)  # warm up
             rows = [
                 {"queries": kind, **_drive(url, c, args.seconds, fresh=kind == "new text")}
@@ -100,8 +79,7 @@ def main() -> None:
                 for c in (1, 4, 16)
             ]
         finally:
-            server.terminate()
-            server.wait(10)
+            stop_server(server)
     lines = [
         "# HTTP service throughput (loopback, sample corpus, 64 bits, top 10)",
         "",

@@ -7,6 +7,7 @@ that path readable.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -125,14 +126,28 @@ def swap_into_place(tmp: Path, path: Path, overwrite: bool, drop_old_store: bool
     if path.exists():
         if not overwrite:
             raise FileExistsError(f"{path} already exists; pass overwrite=True / --overwrite")
-        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(path, old)
-    os.replace(tmp, path)
+        if _exchange(tmp, path):  # readers never see the path missing
+            old = tmp
+        else:
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(path, old)
+    if old is not tmp:
+        os.replace(tmp, path)
     _fsync(path.parent)
     if old is not None:
         if drop_old_store:
             _drop_external_store(old)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _drop_external_store(index_dir: Path) -> None:
