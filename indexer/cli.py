@@ -14,6 +14,19 @@ import textwrap
 import click
 
 DIR = click.Path(exists=True, file_okay=False)
+# Options shared by several commands.
+SEED = click.option("--seed", default=0, show_default=True, help="Training seed.")
+DEVICE = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default="auto",
+    show_default=True,
+    help="Where to train the hasher.",
+)
+TEXT_FIELD = click.option(
+    "--text-field", default="text", show_default=True, help="Field holding the text."
+)
+ID_FIELD = click.option("--id-field", default="id", show_default=True, help="Field holding the id.")
 
 
 class _Group(click.Group):
@@ -59,22 +72,16 @@ def main(ctx: click.Context, quiet: bool) -> None:
     show_default=True,
     help="sentence-transformers model name or local folder.",
 )
-@click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
-@click.option("--id-field", default="id", show_default=True, help="Field holding the id.")
+@TEXT_FIELD
+@ID_FIELD
 @click.option("--skip-invalid", is_flag=True, help="Index the valid documents, report the rest.")
 @click.option(
     "--store-url",
     default=None,
     help="SQLAlchemy URL of the document store (default: a SQLite file in the index directory).",
 )
-@click.option("--seed", default=0, show_default=True, help="Training seed.")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
-    default="auto",
-    show_default=True,
-    help="Where to train the hasher.",
-)
+@SEED
+@DEVICE
 @click.option(
     "--no-embeddings",
     is_flag=True,
@@ -130,8 +137,8 @@ def index_command(
 @main.command("add")
 @click.argument("index_dir", type=DIR)
 @click.argument("corpus", type=click.Path(exists=True))
-@click.option("--text-field", default="text", show_default=True, help="Field holding the text.")
-@click.option("--id-field", default="id", show_default=True, help="Field holding the id.")
+@TEXT_FIELD
+@ID_FIELD
 @click.option("--skip-invalid", is_flag=True, help="Add the valid documents, report the rest.")
 def add_command(index_dir, corpus, text_field, id_field, skip_invalid):
     """Add the documents of CORPUS to INDEX_DIR (an existing id is replaced)."""
@@ -150,14 +157,8 @@ def add_command(index_dir, corpus, text_field, id_field, skip_invalid):
 
 @main.command("retrain")
 @click.argument("index_dir", type=DIR)
-@click.option("--seed", default=0, show_default=True, help="Training seed.")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
-    default="auto",
-    show_default=True,
-    help="Where to train the hasher.",
-)
+@SEED
+@DEVICE
 @click.pass_obj
 def retrain_command(obj, index_dir, seed, device):
     """Retrain the hasher of INDEX_DIR on its current documents and re-encode them."""
@@ -383,7 +384,7 @@ def outliers_command(index_dir, n, as_json):
     show_default=True,
     help="Metadata field holding each document's label (with --corpus).",
 )
-@click.option("--text-field", default="text", show_default=True)
+@TEXT_FIELD
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
 @click.option(
     "--bits",
