@@ -149,7 +149,8 @@ def delete_documents(index: Index, ids: Iterable[Any]) -> list[str]:
 
 def retrain_index(index: Index, config: TrainConfig | None = None, show_progress: bool = False):
     """Retrain the hasher on the documents now in the index (from their stored float
-    embeddings) and re-encode them all; written as a new version, atomically."""
+    embeddings), re-encode them all, and compact: rows are renumbered 0..n-1 and the
+    embeddings of deleted documents dropped. Written as a new version, atomically."""
     if index.embeddings is None:
         raise ValueError(
             f"{index.path} keeps no float embeddings to retrain on; rebuild it with "
@@ -159,15 +160,20 @@ def retrain_index(index: Index, config: TrainConfig | None = None, show_progress
     vectors = np.asarray(index.embeddings[rows], np.float32)
     config = replace(config or TrainConfig(), bits=index.bits)
     result = train_hasher(vectors, config, show_progress)
+    compact = np.arange(len(rows), dtype=np.int64)
     tmp = _new_version(index)
     try:
         shutil.rmtree(tmp / HASHER_DIR)
         result.model.save(tmp / HASHER_DIR)
         hamming = HammingIndex(index.bits)
-        hamming.add(result.model.encode(vectors), rows)
+        hamming.add(result.model.encode(vectors), compact)
         hamming.save(tmp / TABLES_DIR)
+        np.save(tmp / EMBEDDINGS_NAME, vectors.astype(np.float16), allow_pickle=False)
+        store = _store_for(index, tmp)
+        store.renumber(rows.tolist(), compact.tolist())
+        store.close()
         manifest = dict(index.manifest)
-        manifest.update(training=result.summary(), trained_rows=int(manifest["next_row"]))
+        manifest.update(training=result.summary(), next_row=len(rows), trained_rows=len(rows))
         _commit(index, tmp, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -88,20 +88,30 @@ class SentenceTransformerEmbedder:
     def max_seq_length(self) -> int:
         return int(self.model.max_seq_length)
 
+    @property
+    def _char_limit(self) -> int:
+        """Characters that surely hold more than the window: a token spans at most ~100
+        characters (WordPiece's longest word), so nothing past this reaches the model."""
+        return self.max_seq_length * 100
+
     def count_truncated(self, texts: Sequence[str]) -> int:
         """How many texts are longer than the model's window (and so are cut to fit)."""
-        if not texts:
-            return 0
-        encoded = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=False)
-        return sum(len(ids) > self.max_seq_length for ids in encoded["input_ids"])
+        limit = self._char_limit
+        long = sum(len(t) > limit for t in texts)
+        rest = [t for t in texts if len(t) <= limit]
+        if not rest:
+            return long
+        encoded = self.model.tokenizer(rest, add_special_tokens=True, truncation=False)
+        return long + sum(len(ids) > self.max_seq_length for ids in encoded["input_ids"])
 
     def encode(
         self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False
     ) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        limit = self._char_limit  # a 10 MB text is not tokenised whole to keep 256 tokens
         out = self.model.encode(
-            list(texts),
+            [t[:limit] for t in texts],
             batch_size=batch_size,
             show_progress_bar=show_progress,
             convert_to_numpy=True,

@@ -20,11 +20,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     func,
     or_,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 
@@ -84,6 +86,21 @@ class DocumentStore:
                 conn.execute(delete(self.table).where(self.table.c.row.in_(chunk)))
             for lo in range(0, len(records), _CHUNK):
                 conn.execute(self.table.insert(), records[lo : lo + _CHUNK])
+
+    def renumber(self, old_rows: Sequence[int], new_rows: Sequence[int]) -> None:
+        """Give documents new row numbers (old_rows[i] -> new_rows[i]) in one transaction."""
+        t = self.table
+        pairs = [
+            {"old": -int(o) - 1, "new": int(n)} for o, n in zip(old_rows, new_rows, strict=True)
+        ]
+        with self.engine.begin() as conn:
+            # Through negative numbers first, so that no two documents ever share a row.
+            conn.execute(update(t).values(row=-t.c.row - 1))
+            if pairs:
+                statement = (
+                    update(t).where(t.c.row == bindparam("old")).values(row=bindparam("new"))
+                )
+                conn.execute(statement, pairs)
 
     def get(self, rows: Iterable[int]) -> dict[int, tuple[str, str, dict]]:
         """``{row: (id, text, metadata)}`` for the rows that exist."""

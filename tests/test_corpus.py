@@ -117,3 +117,10 @@ def test_unknown_format_and_missing_path(tmp_path):
 def test_unserialisable_metadata_is_rejected():
     with pytest.raises(CorpusError, match="JSON-serialisable"):
         read_corpus([{"id": "a", "text": "x", "when": object()}])
+
+
+def test_a_10_mb_document_is_read_whole(tmp_path):
+    big = "word " * (2 * 1024 * 1024)  # 10 MiB of text
+    path = _write(tmp_path / "big.jsonl", json.dumps({"id": "big", "text": big}) + "\n")
+    (doc,) = read_corpus(path).documents
+    assert len(doc.text) == len(big)

@@ -53,3 +53,9 @@ def test_default_model_is_packaged_and_offline(embedder):
 def test_unknown_model_fails_with_advice(tmp_path):
     with pytest.raises(OSError, match="needs no download"):
         SentenceTransformerEmbedder(str(tmp_path / "no-such-model")).model  # noqa: B018
+
+
+def test_a_10_mb_text_is_truncated_to_the_window(embedder):
+    big = "word " * (2 * 1024 * 1024)
+    assert embedder.count_truncated([big, "short"]) == 1
+    assert embedder.encode([big]).shape == (1, 384)

@@ -131,11 +131,18 @@ def test_drift_then_retrain(index):
     assert drift["added_since_training"] == 20
     assert 0 <= drift["bit_balance_shift"] <= 1
     assert drift["new_to_nearest_trained"] >= 0 and drift["trained_to_nearest_trained"] >= 0
-    before = np.asarray(index.hamming.codes).copy()
+    before = np.asarray(index.hamming.codes).copy()[:120]
     from indexer.update import retrain_index
 
+    index.delete([f"d{i}" for i in range(0, 200, 2)])
+    kept = {d: index.store.get([r])[r][2] for d, r in index.store.rows_for(["d1", "far3"]).items()}
     retrain_index(index, TrainConfig(max_epochs=5, device="cpu", seed=1))
-    assert len(index) == 220 and index.info()["drift"] == {"added_since_training": 0}
+    assert len(index) == 120 and index.info()["drift"] == {"added_since_training": 0}
+    # Compacted: rows 0..n-1, one embedding per live document, documents intact.
+    assert sorted(np.asarray(index.hamming.ids).tolist()) == list(range(120))
+    assert index.embeddings.shape == (120, 32) and index.manifest["next_row"] == 120
+    rows = index.store.rows_for(["d1", "far3"])
+    assert {d: index.store.get([r])[r][2] for d, r in rows.items()} == kept
     assert not np.array_equal(np.asarray(index.hamming.codes), before)
     assert index.search_embeddings(far[:2], k=1, rescore=30).ids[:, 0].tolist() == ["far0", "far1"]
     assert Index.open(index.path).verify() == []
