@@ -116,7 +116,9 @@ def create_app(path: str | Path, api_key: str | None = None) -> FastAPI:
         else:
             import numpy as np
 
-            results = index.search_embeddings(np.asarray(body.embeddings, np.float32), **options)
+            with np.errstate(over="ignore"):  # out-of-range values become inf, then a 400
+                vectors = np.asarray(body.embeddings, np.float32)
+            results = index.search_embeddings(vectors, **options)
         return {"order": results.order, "results": [_hits(results, i) for i in range(len(results))]}
 
     @app.post("/documents", dependencies=guarded)
