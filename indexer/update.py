@@ -1,11 +1,12 @@
-"""Live updates: add (or replace) and delete documents in an existing index.
+"""Live updates: add (or replace) and delete documents, and retrain, in an existing index.
 
 New documents are embedded with the index's model and hashed with its trained hasher; nothing
 is retrained. Each update writes a new version of the index directory beside the old one and
 renames it into place, so an interrupted update leaves the previous version readable (with an
 external store URL, the SQL changes are one transaction committed just before the rename).
-Rows of deleted documents stay unused in ``embeddings.npy``; they are never returned. An
-update rewrites the tables and embeddings: its cost grows with the index, not the change.
+Rows of deleted documents stay unused in ``embeddings.npy`` (never returned) until
+``retrain_index`` compacts them. An update rewrites the tables and embeddings: its cost
+grows with the index, not the change.
 """
 
 from __future__ import annotations
