@@ -22,7 +22,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from indexer.evaluate import load_wiki_vital, split_queries
+from indexer.evaluate import load_wiki_vital, save_plot, split_queries
 from indexer.train import TrainConfig, train_hasher
 from retrieval.embed import EmbeddingCache, SentenceTransformerEmbedder, embed_texts
 from retrieval.tables import HammingIndex
@@ -211,13 +211,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.plot(sizes, [1e3 / r["single qps flat"] for r in mine], "s--", label=f"Flat {bits}b")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("codes in the index")
-    ax.set_ylabel("ms per single top-10 query")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_plot(fig, ax, path, "codes in the index", "ms per single top-10 query")
 
 
 def main() -> None:

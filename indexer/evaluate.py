@@ -310,8 +310,15 @@ def plot_precision(rows: list[Row], path: Path) -> None:
             ax.axhline(mine[0].metrics["P@100"][0], linestyle="--", color="gray", alpha=0.6)
             ax.annotate(method, (16, mine[0].metrics["P@100"][0]), fontsize=8, va="bottom")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("bits")
-    ax.set_ylabel("P@100")
+    save_plot(fig, ax, path, "bits", "P@100")
+
+
+def save_plot(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
+    """Label, add legend and grid, write a PNG, and free the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
