@@ -40,6 +40,14 @@ class Hit(NamedTuple):
     metadata: dict
 
 
+class Neighbourhood(NamedTuple):
+    """How a query's Hamming ball fills: ``counts[i, d]`` documents lie exactly ``d`` bits
+    from the code of query i (packed in ``codes[i]``), for d = 0..radius."""
+
+    codes: np.ndarray
+    counts: np.ndarray
+
+
 class Outlier(NamedTuple):
     id: str
     error: float
@@ -139,6 +147,18 @@ def _checksum_problems(path: Path, manifest: dict) -> list[str]:
     ]
     problems += [f"{name}: not in the manifest" for name in actual if name not in expected]
     return problems
+
+
+def _size_histogram(sizes: np.ndarray) -> dict[str, int]:
+    """Buckets by size in powers of two: ``{"1": n, "2": n, "3-4": n, "5-8": n, ...}``."""
+    histogram: dict[str, int] = {}
+    if not len(sizes):
+        return histogram
+    for p in range(int(np.ceil(np.log2(sizes.max()))) + 1):
+        lo, hi = (1 << (p - 1)) + 1 if p else 1, 1 << p
+        count = int(((sizes >= lo) & (sizes <= hi)).sum())
+        histogram[str(lo) if lo == hi else f"{lo}-{hi}"] = count
+    return histogram
 
 
 def _check_k(k: int) -> int:
@@ -446,6 +466,26 @@ class Index:
         ids = self._ids(rows)
         return RangeResults(lims, distances, ids, rows, self.bits, self.store.get)
 
+    def neighbourhood(self, queries: Sequence[str], radius: int) -> Neighbourhood:
+        """How many documents lie at each Hamming distance 0..radius of each query's code."""
+        return self.neighbourhood_embeddings(self.embed(queries), radius)
+
+    def neighbourhood_embeddings(self, embeddings: np.ndarray, radius: int) -> Neighbourhood:
+        radius = self._check_radius(radius)
+        codes = self.encode_embeddings(embeddings)
+        lims, distances, _ = self.hamming.within(codes, radius)
+        counts = (
+            np.stack(
+                [
+                    np.bincount(distances[lims[i] : lims[i + 1]], minlength=radius + 1)
+                    for i in range(len(codes))
+                ]
+            )
+            if len(codes)
+            else np.zeros((0, radius + 1), np.int64)
+        )
+        return Neighbourhood(codes, counts)
+
     # -- novelty ------------------------------------------------------------------------------
 
     def reconstruction_error(self, embeddings: np.ndarray) -> np.ndarray:
@@ -475,7 +515,8 @@ class Index:
     # -- reporting ----------------------------------------------------------------------------
 
     def info(self) -> dict:
-        """Bits, counts, model, bit balance and bucket occupancy of the index."""
+        """Bits, counts, model, bit balance, bucket occupancy and metadata fields of the
+        index."""
         codes = np.asarray(self.hamming.codes)
         balance = unpack(codes, self.bits).mean(axis=0) if len(codes) else np.zeros(self.bits)
         sizes = self.hamming.bucket_sizes()
@@ -498,7 +539,9 @@ class Index:
                 "largest": int(sizes.max()) if len(sizes) else 0,
                 "mean_size": float(sizes.mean()) if len(sizes) else 0.0,
                 "singletons": int((sizes == 1).sum()),
+                "size_histogram": _size_histogram(sizes),
             },
+            "metadata_fields": self.store.metadata_fields(),
             "training": self.manifest.get("training"),
             "drift": self.drift(),
         }

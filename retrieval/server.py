@@ -3,7 +3,9 @@
 Searches run concurrently on the index version current when they start; writes are applied
 one at a time, each as a new index version renamed into place before it is acknowledged, and
 searches that start afterwards see it. An optional API key (``X-API-Key`` header or
-``Authorization: Bearer``) guards every route but ``/health``.
+``Authorization: Bearer``) guards every route but ``/health`` and the search page at ``/``
+(static files from ``retrieval/static``, which call this same API with the key the user
+types in).
 """
 
 from __future__ import annotations
@@ -13,26 +15,49 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrieval.codes import unpack
 from retrieval.index import Index
 
 MAX_BODY_BYTES = 8 << 20
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SearchRequest(_Strict):
+class _Queries(_Strict):
     texts: list[str] | None = Field(None, description="Query texts (or give embeddings).")
     embeddings: list[list[float]] | None = Field(None, description="Query vectors.")
+
+    def vectors(self, index: Index):
+        """The query embeddings: the texts embedded by the index's model, or those given."""
+        if (self.texts is None) == (self.embeddings is None):
+            raise ValueError("give exactly one of texts and embeddings")
+        if self.texts is not None:
+            return index.embed(self.texts)
+        with np.errstate(over="ignore"):  # out-of-range values become inf, then a 400
+            return np.asarray(self.embeddings, np.float32)
+
+
+class SearchRequest(_Queries):
     k: int = Field(10, ge=1, le=10_000)
     radius: int | None = Field(None, ge=0)
     rescore: int | None = Field(None, ge=1)
     where: dict[str, Any] | None = None
+    codes: bool = Field(
+        False, description="Also return each query's code and each hit's code, as bit strings."
+    )
+
+
+class NeighbourhoodRequest(_Queries):
+    radius: int = Field(8, ge=0, description="Count documents at distances 0..radius.")
 
 
 class DocumentsRequest(_Strict):
@@ -58,8 +83,8 @@ class _Live:
             return result
 
 
-def _hits(results, i: int) -> list[dict]:
-    return [hit._asdict() for hit in results.hits(i)]
+def _bit_string(code, bits: int) -> str:
+    return "".join("1" if b else "0" for b in unpack(code[None], bits)[0])
 
 
 def create_app(path: str | Path, api_key: str | None = None) -> FastAPI:
@@ -99,27 +124,49 @@ def create_app(path: str | Path, api_key: str | None = None) -> FastAPI:
     def health() -> dict:
         return {"status": "ok", "documents": len(live.index)}
 
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
     @app.get("/stats", dependencies=guarded)
     def stats() -> dict:
-        info = live.index.info()
-        info["bit_balance"].pop("per_bit")
-        return info
+        return live.index.info()
 
     @app.post("/search", dependencies=guarded)
     def search(body: SearchRequest) -> dict:
-        if (body.texts is None) == (body.embeddings is None):
-            raise ValueError("give exactly one of texts and embeddings")
         index = live.index
-        options = {"k": body.k, "radius": body.radius, "rescore": body.rescore, "where": body.where}
-        if body.texts is not None:
-            results = index.search(body.texts, **options)
-        else:
-            import numpy as np
+        vectors = body.vectors(index)
+        results = index.search_embeddings(
+            vectors, k=body.k, radius=body.radius, rescore=body.rescore, where=body.where
+        )
+        answers = [[hit._asdict() for hit in results.hits(i)] for i in range(len(results))]
+        response: dict[str, Any] = {"order": results.order, "results": answers}
+        if body.codes:
+            bits = index.bits
+            queries = index.encode_embeddings(vectors)
+            response["query_codes"] = [_bit_string(code, bits) for code in queries]
+            for i, hits in enumerate(answers):
+                valid = results.rows[i] >= 0
+                codes = index.hamming.codes_of(results.rows[i][valid])
+                code_of = dict(zip(results.ids[i][valid], codes, strict=True))
+                for hit in hits:
+                    hit["code"] = _bit_string(code_of[hit["id"]], bits)
+        return response
 
-            with np.errstate(over="ignore"):  # out-of-range values become inf, then a 400
-                vectors = np.asarray(body.embeddings, np.float32)
-            results = index.search_embeddings(vectors, **options)
-        return {"order": results.order, "results": [_hits(results, i) for i in range(len(results))]}
+    @app.post("/neighbourhood", dependencies=guarded)
+    def neighbourhood(body: NeighbourhoodRequest) -> dict:
+        """How many documents lie at each Hamming distance 0..radius of each query's code."""
+        index = live.index
+        found = index.neighbourhood_embeddings(body.vectors(index), body.radius)
+        return {
+            "bits": index.bits,
+            "results": [
+                {"code": _bit_string(code, index.bits), "counts": counts.tolist()}
+                for code, counts in zip(found.codes, found.counts, strict=True)
+            ],
+        }
 
     @app.post("/documents", dependencies=guarded)
     def add_documents(body: DocumentsRequest) -> dict:

@@ -158,10 +158,23 @@ class DocumentStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(self.table)).scalar_one())
 
-    def metadata_keys(self, limit: int = 1000) -> list[str]:
-        """Metadata keys seen in the first ``limit`` documents."""
-        keys: dict[str, None] = {}
+    def metadata_fields(self, sample: int = 1000, max_values: int = 50) -> dict[str, list | None]:
+        """The metadata keys of the first ``sample`` documents, each with its distinct values
+        (sorted) where they are at most ``max_values`` strings, numbers or booleans, else None:
+        what a filter form offers."""
+        fields: dict[str, set | None] = {}
         with self.engine.connect() as conn:
-            for (metadata,) in conn.execute(select(self.table.c.metadata).limit(limit)):
-                keys.update(dict.fromkeys(metadata))
-        return list(keys)
+            for (metadata,) in conn.execute(select(self.table.c.metadata).limit(sample)):
+                for key, value in metadata.items():
+                    values = fields.setdefault(key, set())
+                    if values is None:
+                        continue
+                    scalar = isinstance(value, (str, int, float, bool))
+                    if scalar and (value in values or len(values) < max_values):
+                        values.add(value)
+                    else:
+                        fields[key] = None
+        return {
+            key: None if values is None else sorted(values, key=lambda v: (str(type(v)), v))
+            for key, values in fields.items()
+        }

@@ -154,6 +154,18 @@ class HammingIndex:
         void = np.ascontiguousarray(self.codes).view(f"V{self.bits // 8}").ravel()
         return np.unique(void, return_counts=True)[1]
 
+    def codes_of(self, ids: np.ndarray) -> np.ndarray:
+        """The stored codes of ``ids`` (packed, in the order given); a ValueError names an id
+        that is not stored."""
+        ids = np.asarray(ids, np.int64).ravel()
+        order = np.argsort(self.ids, kind="stable")
+        sorted_ids = np.asarray(self.ids)[order]
+        at = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
+        missing = ids[(sorted_ids[at] != ids) if len(sorted_ids) else np.ones(len(ids), bool)]
+        if len(missing):
+            raise ValueError(f"id {int(missing[0])} is not in the index")
+        return np.asarray(self.codes)[order[at]]
+
     # -- searching ----------------------------------------------------------------------------
 
     def _probes(self, flips: int) -> int:

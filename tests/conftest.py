@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,11 @@ def sample_index(tmp_path_factory, embedder):
     from indexer import build_index
 
     return build_index(tmp_path_factory.mktemp("sample") / "idx", SAMPLE, embedder=embedder)
+
+
+@pytest.fixture
+def index_copy(sample_index, tmp_path):
+    """A private copy of the sample index, for tests that change it."""
+    path = tmp_path / "idx"
+    shutil.copytree(sample_index.path, path)
+    return path

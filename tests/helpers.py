@@ -1,6 +1,11 @@
-"""Seeded synthetic data for the tests: binary codes and float embeddings with structure."""
+"""Seeded synthetic data for the tests (binary codes and float embeddings with structure),
+and the HTTP service on loopback."""
 
 from __future__ import annotations
+
+import socket
+import threading
+import time
 
 import numpy as np
 
@@ -47,3 +52,36 @@ def brute_force_distances(queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
     q = np.unpackbits(queries, axis=1).astype(np.int32)
     c = np.unpackbits(codes, axis=1).astype(np.int32)
     return (q[:, None, :] != c[None, :, :]).sum(axis=2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackServer:
+    """``retrieval.server`` under uvicorn in a thread, on a free loopback port."""
+
+    def __init__(self, path, api_key=None):
+        import uvicorn
+
+        from retrieval.server import create_app
+
+        self.port = free_port()
+        config = uvicorn.Config(
+            create_app(path, api_key=api_key), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)

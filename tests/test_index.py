@@ -225,6 +225,23 @@ def test_info_reports_balance_and_buckets(own_index):
     assert len(info["bit_balance"]["per_bit"]) == 32
     assert 0 < info["bit_balance"]["mean"] < 1
     assert 1 <= info["buckets"]["count"] <= 400
+    sizes = own_index.hamming.bucket_sizes()
+    histogram = info["buckets"]["size_histogram"]
+    assert sum(histogram.values()) == info["buckets"]["count"]
+    assert histogram["1"] == info["buckets"]["singletons"] == (sizes == 1).sum()
+    assert info["metadata_fields"] == {}
+
+
+def test_neighbourhood_counts_equal_brute_force(own_index, vectors):
+    x, _ = vectors
+    queries = x[:7] + 0.3
+    found = own_index.neighbourhood_embeddings(queries, radius=12)
+    assert np.array_equal(found.codes, own_index.encode_embeddings(queries))
+    distances = brute_force_distances(found.codes, np.asarray(own_index.hamming.codes))
+    expected = [np.bincount(d[d <= 12], minlength=13) for d in distances]
+    assert np.array_equal(found.counts, expected)
+    with pytest.raises(ValueError, match="radius"):
+        own_index.neighbourhood_embeddings(queries, radius=33)
 
 
 def test_outliers_are_the_worst_reconstructed(tmp_path, vectors):

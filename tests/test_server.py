@@ -1,57 +1,17 @@
 """The HTTP service, driven over loopback against a real uvicorn server."""
 
-import shutil
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
+from helpers import LoopbackServer
 
-from retrieval.server import MAX_BODY_BYTES, create_app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, path, api_key=None):
-        self.port = _free_port()
-        config = uvicorn.Config(
-            create_app(path, api_key=api_key), host="127.0.0.1", port=self.port, log_level="warning"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if time.time() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-@pytest.fixture
-def index_copy(sample_index, tmp_path):
-    path = tmp_path / "idx"
-    shutil.copytree(sample_index.path, path)
-    return path
+from retrieval.server import MAX_BODY_BYTES
 
 
 @pytest.fixture
 def served(index_copy):
-    server = _Server(index_copy)
+    server = LoopbackServer(index_copy)
     yield server
     server.stop()
 
@@ -93,6 +53,37 @@ def test_every_route(served, sample_index):
         assert client.get("/openapi.json").json()["info"]["title"] == "hashdex"
 
 
+def test_codes_and_neighbourhood_agree_with_distances(served, sample_index):
+    query = {"texts": ["how to bake bread"]}
+    with httpx.Client(base_url=served.url, timeout=60) as client:
+        found = client.post("/search", json={**query, "k": 8, "codes": True}).json()
+        around = client.post("/neighbourhood", json={**query, "radius": 64}).json()
+        plain = client.post("/search", json={**query, "k": 8}).json()
+    assert "query_codes" not in plain and "code" not in plain["results"][0][0]
+    (code,) = found["query_codes"]
+    assert around["bits"] == 64 and around["results"][0]["code"] == code
+    for hit in found["results"][0]:
+        assert sum(a != b for a, b in zip(code, hit["code"])) == hit["distance"]
+    distances = [hit["distance"] for hit in found["results"][0]]
+    counts = around["results"][0]["counts"]
+    assert (
+        len(counts) == 65
+        and sum(counts) == 160
+        and sum(counts[: distances[-1]]) <= 8 <= sum(counts[: distances[-1] + 1])
+    )
+    expected = sample_index.neighbourhood(query["texts"], 64).counts[0]
+    assert counts == expected.tolist()
+
+
+def test_the_search_page_and_its_files_are_served(served):
+    page = httpx.get(served.url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for asset in ("static/app.js", "static/style.css"):
+        assert asset in page.text
+        assert httpx.get(f"{served.url}/{asset}").status_code == 200
+    assert "/" not in httpx.get(served.url + "/openapi.json").json()["paths"]
+
+
 @pytest.mark.parametrize(
     ("method", "route", "body", "status"),
     [
@@ -103,6 +94,9 @@ def test_every_route(served, sample_index):
         ("post", "/search", {"texts": ["x"], "radius": 65}, 400),
         ("post", "/search", {"embeddings": [[0.1, 0.2]]}, 400),
         ("post", "/search", {"texts": "not a list"}, 422),
+        ("post", "/neighbourhood", {"texts": ["x"], "radius": 65}, 400),
+        ("post", "/neighbourhood", {"texts": ["x"], "radius": -1}, 422),
+        ("post", "/neighbourhood", {"radius": 3}, 400),
         ("post", "/documents", {"documents": [{"id": "a"}]}, 400),
         ("post", "/documents", {"documents": []}, 422),
     ],
@@ -129,7 +123,7 @@ def test_bad_json_and_oversized_bodies(served):
 
 
 def test_api_key_guards_every_route_but_health(index_copy):
-    server = _Server(index_copy, api_key="s3cret")
+    server = LoopbackServer(index_copy, api_key="s3cret")
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             assert client.get("/health").status_code == 200
@@ -144,7 +138,7 @@ def test_api_key_guards_every_route_but_health(index_copy):
 
 
 def test_concurrent_searches_during_writes_and_restart(index_copy):
-    server = _Server(index_copy)
+    server = LoopbackServer(index_copy)
     errors, stale = [], []
     added = [
         {
@@ -177,7 +171,7 @@ def test_concurrent_searches_during_writes_and_restart(index_copy):
         assert not errors and not stale
     finally:
         server.stop()
-    restarted = _Server(index_copy)
+    restarted = LoopbackServer(index_copy)
     try:
         with httpx.Client(base_url=restarted.url, timeout=60) as client:
             assert client.get("/health").json()["documents"] == 160 + 6 - 2

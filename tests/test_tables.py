@@ -108,6 +108,18 @@ def test_substrings_are_about_log2_n_bits(bits, n, m):
     assert tables.substring_count(bits, n) == m
 
 
+def test_codes_of_returns_stored_codes_by_id():
+    codes = make_codes(300, 64, "degenerate")
+    index, ids = _index(codes)
+    pick = np.random.default_rng(3).permutation(len(ids))[:50]
+    assert np.array_equal(index.codes_of(ids[pick]), codes[pick])
+    index.remove(ids[pick[:5]])
+    with pytest.raises(ValueError, match=f"id {ids[pick[0]]} is not in the index"):
+        index.codes_of(ids[pick])
+    with pytest.raises(ValueError, match="not in the index"):
+        HammingIndex(64).codes_of([1])
+
+
 def test_empty_index_and_empty_batch():
     index = HammingIndex(64)
     D, I = index.search(np.zeros((2, 8), np.uint8), 3)
