@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -35,6 +35,7 @@ from retrieval.embed import (
     embed_texts,
     normalize,
 )
+from retrieval.hasher import BinaryAutoencoder
 from retrieval.index import (
     EMBEDDINGS_NAME,
     FORMAT_VERSION,
@@ -162,6 +163,71 @@ def _drop_external_store(index_dir: Path) -> None:
         doc_store.close()
 
 
+def write_index(
+    path: Path,
+    docs: Sequence[Document],
+    vectors: np.ndarray | None,
+    codes: np.ndarray,
+    hasher: BinaryAutoencoder,
+    manifest_fields: dict[str, Any],
+    *,
+    store_url: str | None = None,
+    overwrite: bool = False,
+    timer: _Timer | None = None,
+) -> None:
+    """Write an index directory atomically: the hasher, the tables of ``codes`` (row i is
+    ``docs[i]``), the float16 ``vectors`` (None: keep none) and the store, then the manifest
+    (with ``manifest_fields``: embedder, training, build), then swap it into place."""
+    timer = timer or _Timer()
+    bits = hasher.bits
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    table = DEFAULT_TABLE if store_url is None else f"hashdex_{uuid.uuid4().hex[:12]}"
+    store = None
+    try:
+        hasher.save(tmp / HASHER_DIR)
+        with timer.stage("tables"):
+            hamming = HammingIndex(bits)
+            hamming.add(codes, np.arange(len(docs), dtype=np.int64))
+            hamming.save(tmp / TABLES_DIR)
+        if vectors is not None:
+            np.save(tmp / EMBEDDINGS_NAME, np.asarray(vectors, np.float16), allow_pickle=False)
+        with timer.stage("store"):
+            store = DocumentStore(store_url or sqlite_url(tmp), table, create=True)
+            store.replace(
+                [],
+                range(len(docs)),
+                [d.id for d in docs],
+                [d.text for d in docs],
+                [d.metadata for d in docs],
+            )
+            store.close()
+        build = manifest_fields.get("build", {})
+        manifest = {
+            "format": "hashdex-index",
+            "format_version": FORMAT_VERSION,
+            "hashdex_version": _hashdex_version(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "bits": bits,
+            "documents": len(docs),
+            "next_row": len(docs),
+            "trained_rows": len(docs),
+            "has_embeddings": vectors is not None,
+            "store": {"url": store_url, "table": table},
+            **manifest_fields,
+            "build": {**build, "seconds": timer.seconds},
+        }
+        write_manifest(tmp, manifest)
+        swap_into_place(tmp, path, overwrite)
+    except BaseException:
+        if store is not None and store_url is not None:
+            store.drop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %s: %d documents, %d bits", path, len(docs), bits)
+
+
 def build_index(
     path: str | Path,
     documents: str | Path | Iterable[Any] | None = None,
@@ -240,51 +306,15 @@ def build_index(
         result = train_hasher(vectors, config, show_progress)
     with timer.stage("encode"):
         codes = result.model.encode(vectors)
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    table = DEFAULT_TABLE if store_url is None else f"hashdex_{uuid.uuid4().hex[:12]}"
-    store = None
-    try:
-        result.model.save(tmp / HASHER_DIR)
-        with timer.stage("tables"):
-            hamming = HammingIndex(bits)
-            hamming.add(codes, np.arange(len(docs), dtype=np.int64))
-            hamming.save(tmp / TABLES_DIR)
-        if keep_embeddings:
-            np.save(tmp / EMBEDDINGS_NAME, vectors.astype(np.float16), allow_pickle=False)
-        with timer.stage("store"):
-            store = DocumentStore(store_url or sqlite_url(tmp), table, create=True)
-            store.replace(
-                [],
-                range(len(docs)),
-                [d.id for d in docs],
-                [d.text for d in docs],
-                [d.metadata for d in docs],
-            )
-            store.close()
-        manifest = {
-            "format": "hashdex-index",
-            "format_version": FORMAT_VERSION,
-            "hashdex_version": _hashdex_version(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "bits": bits,
-            "embedder": embedder_info,
-            "documents": len(docs),
-            "next_row": len(docs),
-            "trained_rows": len(docs),
-            "has_embeddings": keep_embeddings,
-            "store": {"url": store_url, "table": table},
-            "training": result.summary(),
-            "build": {**stats, "seconds": timer.seconds},
-        }
-        write_manifest(tmp, manifest)
-        swap_into_place(tmp, path, overwrite)
-    except BaseException:
-        if store is not None and store_url is not None:
-            store.drop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("wrote %s: %d documents, %d bits", path, len(docs), bits)
+    write_index(
+        path,
+        docs,
+        vectors if keep_embeddings else None,
+        codes,
+        result.model,
+        {"embedder": embedder_info, "training": result.summary(), "build": stats},
+        store_url=store_url,
+        overwrite=overwrite,
+        timer=timer,
+    )
     return Index.open(path, embedder=embedder)

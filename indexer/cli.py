@@ -209,12 +209,22 @@ def delete_command(index_dir, ids):
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
 def query_command(index_dir, texts, k, radius, rescore, filters, as_json):
-    """Find the documents of INDEX_DIR nearest to each of TEXTS."""
+    """Find the documents of INDEX_DIR (an index or a sharded directory) nearest to each of
+    TEXTS."""
     from retrieval import Index
+    from retrieval.shards import ShardedIndex, is_sharded
 
     where = _parse_where(filters)
-    with Index.open(index_dir) as index:
-        results = index.search(list(texts), k=k, radius=radius, rescore=rescore, where=where)
+    options = {"k": k, "radius": radius, "where": where}
+    if is_sharded(index_dir):
+        if rescore is not None:
+            raise click.UsageError("--rescore is not offered over shards")
+        opened = ShardedIndex.open(index_dir)
+    else:
+        opened = Index.open(index_dir)
+        options["rescore"] = rescore
+    with opened as index:
+        results = index.search(list(texts), **options)
         for i, text in enumerate(texts):
             hits = results.hits(i)
             if as_json:
@@ -279,6 +289,21 @@ def serve_command(index_dir, host, port, api_key):
             f"hashdex serve needs the serve extra: pip install -e '.[serve]' ({error})"
         ) from error
     uvicorn.run(create_app(index_dir, api_key=api_key), host=host, port=port, log_level="info")
+
+
+@main.command("shard")
+@click.argument("index_dir", type=DIR)
+@click.option("--shards", "count", type=int, required=True, help="How many shards.")
+@click.option("--out", required=True, type=click.Path(), help="The sharded directory to write.")
+@click.option("--store-url", default=None, help="SQLAlchemy URL for the shards' stores.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def shard_command(index_dir, count, out, store_url, overwrite):
+    """Split INDEX_DIR into shards by document range (each a whole index that can be served
+    on its own); `hashdex query OUT` searches them as one."""
+    from indexer.shard import split_index
+
+    sizes = split_index(index_dir, out, count, store_url=store_url, overwrite=overwrite)
+    click.echo(f"wrote {out}: {len(sizes)} shards of {', '.join(map(str, sizes))} documents")
 
 
 @main.command("export")
