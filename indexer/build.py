@@ -163,6 +163,16 @@ def _drop_external_store(index_dir: Path) -> None:
         doc_store.close()
 
 
+def _save_float16(path: Path, vectors: np.ndarray, chunk: int = 1 << 16) -> None:
+    """``np.save`` of ``vectors`` as float16, a chunk at a time (a memory-mapped input is
+    never loaded whole)."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=vectors.shape)
+    for lo in range(0, len(vectors), chunk):
+        out[lo : lo + chunk] = vectors[lo : lo + chunk]
+    out.flush()
+    del out
+
+
 def write_index(
     path: Path,
     docs: Sequence[Document],
@@ -192,7 +202,7 @@ def write_index(
             hamming.add(codes, np.arange(len(docs), dtype=np.int64))
             hamming.save(tmp / TABLES_DIR)
         if vectors is not None:
-            np.save(tmp / EMBEDDINGS_NAME, np.asarray(vectors, np.float16), allow_pickle=False)
+            _save_float16(tmp / EMBEDDINGS_NAME, vectors)
         with timer.stage("store"):
             store = DocumentStore(store_url or sqlite_url(tmp), table, create=True)
             store.replace(
@@ -228,6 +238,19 @@ def write_index(
     log.info("wrote %s: %d documents, %d bits", path, len(docs), bits)
 
 
+def _warn_truncated(embedder: Embedder, texts: list[str], stats: dict) -> None:
+    """Count (into ``stats``) and log the texts longer than the model's window."""
+    if not isinstance(embedder, SentenceTransformerEmbedder):
+        return
+    stats["truncated"] = embedder.count_truncated(texts)
+    if stats["truncated"]:
+        log.warning(
+            "%d documents are longer than the model's %d-token window and were truncated",
+            stats["truncated"],
+            embedder.max_seq_length,
+        )
+
+
 def build_index(
     path: str | Path,
     documents: str | Path | Iterable[Any] | None = None,
@@ -247,6 +270,8 @@ def build_index(
     batch_size: int = 64,
     overwrite: bool = False,
     show_progress: bool = False,
+    ray: str | None = None,
+    ray_workers: int | None = None,
 ) -> Index:
     """Build an index directory at ``path`` and return it opened.
 
@@ -254,6 +279,8 @@ def build_index(
     fields become metadata) to have them embedded with ``model``, or ``embeddings`` (float,
     (n, dim)) with ``ids`` to bring your own vectors; with both, the embeddings are used for the
     documents in order. ``config`` sets training (its ``bits`` is replaced by ``bits``).
+    ``ray="auto"`` (or a cluster address, or "local") embeds and encodes on a Ray cluster
+    (``indexer.distributed``); the index is the same.
     """
     path = Path(path)
     bits = check_bits(bits)
@@ -278,43 +305,56 @@ def build_index(
     for problem in corpus.skipped:
         log.warning("skipped %s", problem)
 
-    embedder_info = None
-    with timer.stage("embed"):
-        if embeddings is not None:
+    if embeddings is not None:
+        if ray is not None:
+            raise ValueError("ray= embeds texts on the cluster; build your own embeddings without")
+        embedder_info, stages = None, None
+        with timer.stage("embed"):
             vectors = check_embeddings(embeddings, len(docs))
-        else:
-            embedder = embedder or SentenceTransformerEmbedder(model)
-            texts = [d.text for d in docs]
-            if isinstance(embedder, SentenceTransformerEmbedder):
-                stats["truncated"] = embedder.count_truncated(texts)
-                if stats["truncated"]:
-                    log.warning(
-                        "%d documents are longer than the model's %d-token window and were "
-                        "truncated",
-                        stats["truncated"],
-                        embedder.max_seq_length,
-                    )
-            store_cache = EmbeddingCache() if cache is True else (cache or None)
-            vectors, stats["embedded"] = embed_texts(
-                embedder, texts, store_cache, batch_size, show_progress
-            )
-            vectors = check_embeddings(vectors, len(docs))
-            embedder_info = {"name": embedder.name, "dim": int(vectors.shape[1])}
+    else:
+        embedder = embedder or SentenceTransformerEmbedder(model)
+        embedder_info = {"name": embedder.name, "dim": embedder.dim}
+        texts = [d.text for d in docs]
+        _warn_truncated(embedder, texts, stats)
+        stages = None
+        if ray is not None:
+            from indexer.distributed import RayStages
 
-    with timer.stage("train"):
-        config = replace(config or TrainConfig(), bits=bits)
-        result = train_hasher(vectors, config, show_progress)
-    with timer.stage("encode"):
-        codes = result.model.encode(vectors)
-    write_index(
-        path,
-        docs,
-        vectors if keep_embeddings else None,
-        codes,
-        result.model,
-        {"embedder": embedder_info, "training": result.summary(), "build": stats},
-        store_url=store_url,
-        overwrite=overwrite,
-        timer=timer,
-    )
+            stages = RayStages(ray, ray_workers)
+    # The Ray path's embeddings: a memory-mapped file beside the index while it is built.
+    staging = path.with_name(f".{path.name}.embeddings-{uuid.uuid4().hex[:8]}.npy")
+    try:
+        if embeddings is None:
+            with timer.stage("embed"):
+                if stages is not None:
+                    vectors, embedded = stages.embed(texts, embedder.name, batch_size, staging)
+                    stats["embedded"], stats["ray_workers"] = len(texts), stages.workers
+                else:
+                    store_cache = EmbeddingCache() if cache is True else (cache or None)
+                    vectors, stats["embedded"] = embed_texts(
+                        embedder, texts, store_cache, batch_size, show_progress
+                    )
+                    vectors = check_embeddings(vectors, len(docs))
+        with timer.stage("train"):
+            config = replace(config or TrainConfig(), bits=bits)
+            result = train_hasher(vectors, config, show_progress)
+        with timer.stage("encode"):
+            if stages is not None:
+                codes = stages.encode(embedded, result.model, len(docs))
+            else:
+                codes = result.model.encode(vectors)
+        write_index(
+            path,
+            docs,
+            vectors if keep_embeddings else None,
+            codes,
+            result.model,
+            {"embedder": embedder_info, "training": result.summary(), "build": stats},
+            store_url=store_url,
+            overwrite=overwrite,
+            timer=timer,
+        )
+    finally:
+        vectors = None  # unmap the staging file before removing it
+        staging.unlink(missing_ok=True)
     return Index.open(path, embedder=embedder)

@@ -89,6 +89,16 @@ def main(ctx: click.Context, quiet: bool) -> None:
 )
 @click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at --out.")
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="auto|local|ADDRESS",
+    help="Embed and encode on a Ray cluster (auto: the running one; local: start one here).",
+)
+@click.option(
+    "--ray-workers", type=int, default=None, help="Model actors (default: a GPU or CPU each)."
+)
 @click.pass_obj
 def index_command(
     obj,
@@ -105,6 +115,8 @@ def index_command(
     no_embeddings,
     no_cache,
     overwrite,
+    ray_address,
+    ray_workers,
 ):
     """Embed, hash and store the documents of CORPUS (.jsonl, .json, .csv, .tsv or a folder)."""
     from indexer.build import build_index
@@ -124,6 +136,8 @@ def index_command(
         cache=not no_cache,
         overwrite=overwrite,
         show_progress=obj["progress"],
+        ray=ray_address,
+        ray_workers=ray_workers,
     )
     build = index.manifest["build"]
     stages = ", ".join(f"{name} {sec:.1f}s" for name, sec in build["seconds"].items())

@@ -53,6 +53,9 @@ class TrainConfig:
     input_noise: float = 0.0
     validation_fraction: float = 0.1
     patience: int = 10
+    # Train on a seeded sample of at most this many rows (None: all): past a million
+    # documents more rows add time, not quality.
+    max_rows: int | None = 1_000_000
     seed: int = 0
     device: Device = "auto"
 
@@ -68,6 +71,7 @@ class TrainConfig:
         """
         check_bits(self.bits)
         n, dim = embeddings.shape
+        n = min(n, self.max_rows or n)
         config = copy.copy(self)
         if config.similarity_temperature is None:
             config.similarity_temperature = round(0.5 * _cosine_spread(embeddings, config.seed), 4)
@@ -159,10 +163,19 @@ def hashing_loss(
 _MAX_VALIDATION_ROWS = 8192
 
 
-def _split(n: int, fraction: float, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled (train, validation) row indices; no validation set below 20 rows."""
-    perm = torch.randperm(n, generator=generator).numpy()
-    n_val = min(round(n * fraction), _MAX_VALIDATION_ROWS) if n >= 20 else 0
+def _split(
+    n: int, config: TrainConfig, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) row indices, each sorted, from all rows or a seeded sample of
+    ``config.max_rows``; no validation set below 20 rows."""
+    if config.max_rows and n > config.max_rows:
+        sample = np.random.default_rng(config.seed).choice(n, config.max_rows, replace=False)
+        rows = np.sort(sample)
+    else:
+        rows = np.arange(n)
+    perm = rows[torch.randperm(len(rows), generator=generator).numpy()]
+    size = len(rows)
+    n_val = min(round(size * config.validation_fraction), _MAX_VALIDATION_ROWS) if size >= 20 else 0
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -174,7 +187,10 @@ def _rows(embeddings: np.ndarray, rows: np.ndarray, device: torch.device) -> tor
 def train_hasher(
     embeddings: np.ndarray, config: TrainConfig | None = None, show_progress: bool = False
 ) -> TrainResult:
-    """Train a BinaryAutoencoder on L2-normalised float embeddings (n, dim)."""
+    """Train a BinaryAutoencoder on L2-normalised float embeddings (n, dim).
+
+    A memory-mapped array (``np.load(path, mmap_mode="r")``) is streamed: each batch reads
+    only its rows, so the file may be far larger than memory."""
     embeddings = np.asarray(embeddings)  # a memory-mapped array stays mapped, not loaded
     if embeddings.ndim != 2 or len(embeddings) < 2:
         raise ValueError(f"need at least 2 embeddings of shape (n, dim), got {embeddings.shape}")
@@ -189,7 +205,7 @@ def train_hasher(
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    train_rows, val_rows = _split(n, config.validation_fraction, generator)
+    train_rows, val_rows = _split(n, config, generator)
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.learning_rate, total_steps=config.max_epochs * steps_per_epoch
