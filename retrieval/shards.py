@@ -12,8 +12,6 @@ directory (written by ``indexer.shard.split_index``) has a manifest naming its s
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -38,13 +36,25 @@ def is_sharded(path: str | Path) -> bool:
         return False
 
 
+class Answers(Protocol):
+    """A shard's answers: (n_queries, k) ``ids``, ``distances`` (-1 padded), ``scores``, each
+    row ordered by (distance, row); ``hits(i)`` fetches query i's documents."""
+
+    ids: np.ndarray
+    distances: np.ndarray
+    scores: np.ndarray
+
+    def hits(self, i: int) -> list[Hit]: ...
+
+
 class Shard(Protocol):
     bits: int
 
     def search(
         self, embeddings: np.ndarray, k: int, radius: int | None, where: dict | None
-    ) -> list[list[Hit]]:
-        """Each query's top k hits, ordered by (distance, row)."""
+    ) -> Answers: ...
+
+    def close(self) -> None: ...
 
 
 class LocalShard:
@@ -53,12 +63,24 @@ class LocalShard:
     def __init__(self, index: Index):
         self.index, self.bits = index, index.bits
 
-    def search(self, embeddings, k, radius, where):
-        results = self.index.search_embeddings(embeddings, k=k, radius=radius, where=where)
-        return [results.hits(i) for i in range(len(results))]
+    def search(self, embeddings, k, radius, where) -> Answers:
+        return self.index.search_embeddings(embeddings, k=k, radius=radius, where=where)
 
     def close(self) -> None:
         self.index.close()
+
+
+@dataclass
+class _Fetched:
+    """Answers that arrived with their documents (from a served shard)."""
+
+    ids: np.ndarray
+    distances: np.ndarray
+    scores: np.ndarray
+    documents: list[list[Hit]]
+
+    def hits(self, i: int) -> list[Hit]:
+        return self.documents[i]
 
 
 class RemoteShard:
@@ -83,12 +105,21 @@ class RemoteShard:
             )
         return response.json()
 
-    def search(self, embeddings, k, radius, where):
+    def search(self, embeddings, k, radius, where) -> Answers:
         body = {"embeddings": np.asarray(embeddings).tolist(), "k": k}
         body.update({"radius": radius} if radius is not None else {})
         body.update({"where": where} if where else {})
-        answers = self._call("POST", "/search", body)["results"]
-        return [[Hit(**hit) for hit in hits] for hits in answers]
+        documents = [
+            [Hit(**hit) for hit in hits] for hits in self._call("POST", "/search", body)["results"]
+        ]
+        shape = (len(documents), k)
+        ids = np.full(shape, None, dtype=object)
+        distances, scores = np.full(shape, -1, np.int32), np.full(shape, np.nan, np.float32)
+        for i, hits in enumerate(documents):
+            ids[i, : len(hits)] = [hit.id for hit in hits]
+            distances[i, : len(hits)] = [hit.distance for hit in hits]
+            scores[i, : len(hits)] = [hit.score for hit in hits]
+        return _Fetched(ids, distances, scores, documents)
 
     def close(self) -> None:
         self.client.close()
@@ -97,28 +128,51 @@ class RemoteShard:
 @dataclass
 class ShardedResults:
     """Like ``SearchResults``: (n_queries, k) ``ids``, ``distances``, ``scores`` (padded with
-    None, -1, NaN), and ``hits(i)``; always in Hamming order."""
+    None, -1, NaN), and ``hits(i)``, which fetches from the shards; Hamming order."""
 
     ids: np.ndarray
     distances: np.ndarray
     scores: np.ndarray
-    _hits: list[list[Hit]]
+    shard: np.ndarray  # which shard each answer came from (-1 where padded)
+    rank: np.ndarray  # its rank in that shard's answers
+    _answers: list[Answers]
     order: Literal["hamming"] = "hamming"
 
     def __len__(self) -> int:
-        return len(self._hits)
+        return len(self.ids)
 
     def hits(self, i: int) -> list[Hit]:
-        return self._hits[i]
+        fetched: dict[int, list[Hit]] = {}
+        found = []
+        for s, r in zip(self.shard[i], self.rank[i], strict=True):
+            if s < 0:
+                break
+            if s not in fetched:
+                fetched[s] = self._answers[s].hits(i)
+            found.append(fetched[s][r])
+        return found
 
 
-def merge_hits(per_shard: Sequence[list[Hit]], k: int) -> list[Hit]:
-    """The k smallest hits by (distance, shard, rank) of per-shard lists sorted by distance."""
-    keyed = [
-        [(hit.distance, s, rank, hit) for rank, hit in enumerate(hits)]
-        for s, hits in enumerate(per_shard)
-    ]
-    return [entry[3] for entry in itertools.islice(heapq.merge(*keyed), k)]
+def merge(answers: Sequence[Answers], k: int) -> ShardedResults:
+    """The k nearest of all shards' answers for each query, by (distance, shard, rank):
+    one stable sort of the shards' answers laid side by side, shard after shard."""
+    distances = np.concatenate([a.distances for a in answers], axis=1).astype(np.int64)
+    width = answers[0].distances.shape[1]
+    padded = distances < 0
+    order = np.argsort(np.where(padded, np.iinfo(np.int64).max, distances), axis=1, kind="stable")
+    order = order[:, :k]
+    take = np.take_along_axis
+    valid = ~take(padded, order, 1)
+    ids = np.where(valid, take(np.concatenate([a.ids for a in answers], axis=1), order, 1), None)
+    scores = np.concatenate([a.scores for a in answers], axis=1)
+    return ShardedResults(
+        ids=ids,
+        distances=np.where(valid, take(distances, order, 1), -1).astype(np.int32),
+        scores=np.where(valid, take(scores, order, 1), np.nan).astype(np.float32),
+        shard=np.where(valid, order // width, -1),
+        rank=np.where(valid, order % width, -1),
+        _answers=list(answers),
+    )
 
 
 class ShardedIndex:
@@ -189,15 +243,5 @@ class ShardedIndex:
         """Each shard's exact top k, in parallel, merged into the top k of all."""
         k = _check_k(k)
         queries = np.atleast_2d(np.asarray(embeddings, np.float32))
-        answers = list(
-            self._pool.map(lambda shard: shard.search(queries, k, radius, where), self.shards)
-        )
-        merged = [merge_hits([shard[i] for shard in answers], k) for i in range(len(queries))]
-        ids = np.full((len(queries), k), None, dtype=object)
-        distances = np.full((len(queries), k), -1, np.int32)
-        scores = np.full((len(queries), k), np.nan, np.float32)
-        for i, hits in enumerate(merged):
-            ids[i, : len(hits)] = [hit.id for hit in hits]
-            distances[i, : len(hits)] = [hit.distance for hit in hits]
-            scores[i, : len(hits)] = [hit.score for hit in hits]
-        return ShardedResults(ids, distances, scores, merged)
+        answers = self._pool.map(lambda shard: shard.search(queries, k, radius, where), self.shards)
+        return merge(list(answers), k)
