@@ -129,6 +129,7 @@ def test_search_page(page):
     page.fill("#add-text", text)
     page.fill("#add-metadata", '{"topic": "astronomy"}')
     page.click("#add-form button")
+    # The status is written once the page has refreshed its overview and results.
     page.wait_for_function("document.querySelector('#add-status').textContent.includes('Added')")
     assert page.inner_text("#overview-line").startswith("161 documents")
     assert _search(page, text)[0] == "browser-added"

@@ -239,15 +239,15 @@ async function addDocument() {
   }
   const doc = { ...metadata, id: $("add-id").value, text: $("add-text").value };
   const response = await api("POST", "/documents", { documents: [doc] });
-  $("add-status").textContent = `Added ${doc.id}; the index has ${response.documents} documents.`;
   $("add-form").reset();
   await refresh();
+  $("add-status").textContent = `Added ${doc.id}; the index has ${response.documents} documents.`;
 }
 
 async function deleteDocument(id) {
   const response = await api("DELETE", `/documents/${encodeURIComponent(id)}`);
-  $("add-status").textContent = `Deleted ${id}; the index has ${response.documents} documents.`;
   await refresh();
+  $("add-status").textContent = `Deleted ${id}; the index has ${response.documents} documents.`;
 }
 
 // Run an action, showing its error (if any) in the page.
