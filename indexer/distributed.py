@@ -67,13 +67,15 @@ class RayStages:
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
         cpus = int(resources.get("CPU", 1))
-        self.workers = workers or max(1, self.gpus or cpus)
+        self.workers = workers or self.gpus or cpus
+        if self.gpus:  # an actor holds a whole GPU
+            self.workers = min(self.workers, self.gpus)
         log.info("ray: %d CPUs, %d GPUs, %d workers", cpus, self.gpus, self.workers)
 
     def _actor_options(self) -> dict:
-        if self.gpus:
-            return {"num_gpus": 1, "concurrency": min(self.workers, self.gpus)}
-        return {"num_cpus": 1, "concurrency": self.workers}
+        """A pool of ``workers`` actors, a GPU each where the cluster has them."""
+        pool = self.ray.data.ActorPoolStrategy(size=self.workers)
+        return {"compute": pool, "num_gpus": 1} if self.gpus else {"compute": pool, "num_cpus": 1}
 
     def embed(self, texts: list[str], model: str, batch_size: int, out: Path):
         """Embed ``texts`` on the cluster into a float32 (n, dim) ``.npy`` file at ``out``;

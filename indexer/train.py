@@ -71,7 +71,6 @@ class TrainConfig:
         """
         check_bits(self.bits)
         n, dim = embeddings.shape
-        n = min(n, self.max_rows or n)
         config = copy.copy(self)
         if config.similarity_temperature is None:
             config.similarity_temperature = round(0.5 * _cosine_spread(embeddings, config.seed), 4)
@@ -163,20 +162,21 @@ def hashing_loss(
 _MAX_VALIDATION_ROWS = 8192
 
 
-def _split(
-    n: int, config: TrainConfig, generator: torch.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) row indices, each sorted, from all rows or a seeded sample of
-    ``config.max_rows``; no validation set below 20 rows."""
-    if config.max_rows and n > config.max_rows:
-        sample = np.random.default_rng(config.seed).choice(n, config.max_rows, replace=False)
-        rows = np.sort(sample)
-    else:
-        rows = np.arange(n)
-    perm = rows[torch.randperm(len(rows), generator=generator).numpy()]
-    size = len(rows)
-    n_val = min(round(size * config.validation_fraction), _MAX_VALIDATION_ROWS) if size >= 20 else 0
+def _split(n: int, fraction: float, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled (train, validation) row indices; no validation set below 20 rows."""
+    perm = torch.randperm(n, generator=generator).numpy()
+    n_val = min(round(n * fraction), _MAX_VALIDATION_ROWS) if n >= 20 else 0
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _sample(embeddings: np.ndarray, size: int, seed: int, chunk: int = 1 << 16) -> np.ndarray:
+    """A seeded sample of ``size`` rows, read in file order a chunk at a time (one pass over
+    a memory-mapped file, never all of it in memory), as float32."""
+    rows = np.sort(np.random.default_rng(seed).choice(len(embeddings), size, replace=False))
+    out = np.empty((size, embeddings.shape[1]), np.float32)
+    for lo in range(0, size, chunk):
+        out[lo : lo + chunk] = embeddings[rows[lo : lo + chunk]]
+    return out
 
 
 def _rows(embeddings: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -189,13 +189,18 @@ def train_hasher(
 ) -> TrainResult:
     """Train a BinaryAutoencoder on L2-normalised float embeddings (n, dim).
 
-    A memory-mapped array (``np.load(path, mmap_mode="r")``) is streamed: each batch reads
-    only its rows, so the file may be far larger than memory."""
+    A memory-mapped array (``np.load(path, mmap_mode="r")``) is never loaded whole: up to
+    ``config.max_rows`` rows each batch reads only its rows; past that a seeded sample of
+    ``max_rows`` is read in one pass and trained on, so the file may be far larger than
+    memory."""
     embeddings = np.asarray(embeddings)  # a memory-mapped array stays mapped, not loaded
     if embeddings.ndim != 2 or len(embeddings) < 2:
         raise ValueError(f"need at least 2 embeddings of shape (n, dim), got {embeddings.shape}")
+    config = config or TrainConfig()
+    if config.max_rows and len(embeddings) > config.max_rows:
+        embeddings = _sample(embeddings, config.max_rows, config.seed)
     n, dim = embeddings.shape
-    config = (config or TrainConfig()).resolved(embeddings)
+    config = config.resolved(embeddings)
     device = pick_device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
@@ -205,7 +210,7 @@ def train_hasher(
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    train_rows, val_rows = _split(n, config, generator)
+    train_rows, val_rows = _split(n, config.validation_fraction, generator)
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.learning_rate, total_steps=config.max_epochs * steps_per_epoch

@@ -106,3 +106,23 @@ def test_bad_input():
         train_hasher(np.zeros((1, 8), np.float32))
     with pytest.raises(ValueError, match="multiple of 8"):
         train_hasher(make_embeddings(10)[0], TrainConfig(bits=20))
+
+
+def test_trains_from_a_memory_mapped_file_as_from_memory(tmp_path):
+    x, _ = make_embeddings(600, dim=32)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    config = TrainConfig(bits=16, max_epochs=5, device="cpu")
+    from_file = train_hasher(mapped, config).model.encode(x)
+    assert np.array_equal(from_file, train_hasher(x, config).model.encode(x))
+
+
+def test_large_inputs_train_on_a_seeded_sample(tmp_path):
+    x, _ = make_embeddings(3000, dim=32)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    config = TrainConfig(bits=16, max_epochs=3, device="cpu", max_rows=400, batch_size=None)
+    result = train_hasher(mapped, config)
+    assert result.config.batch_size == 400  # resolved from the sample, not the file
+    again = train_hasher(x, config)
+    assert np.array_equal(result.model.encode(x), again.model.encode(x))
