@@ -192,7 +192,10 @@ def _table(rows: list[dict]) -> list[str]:
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row.values()]
+        cells = [
+            ("–" if np.isnan(v) else f"{v:,.2f}") if isinstance(v, float) else str(v)
+            for v in row.values()
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -474,16 +474,10 @@ class Index:
         radius = self._check_radius(radius)
         codes = self.encode_embeddings(embeddings)
         lims, distances, _ = self.hamming.within(codes, radius)
-        counts = (
-            np.stack(
-                [
-                    np.bincount(distances[lims[i] : lims[i + 1]], minlength=radius + 1)
-                    for i in range(len(codes))
-                ]
-            )
-            if len(codes)
-            else np.zeros((0, radius + 1), np.int64)
-        )
+        query_of = np.repeat(np.arange(len(codes)), np.diff(lims))
+        width = radius + 1
+        counts = np.bincount(query_of * width + distances, minlength=len(codes) * width)
+        counts = counts.reshape(len(codes), width)
         return Neighbourhood(codes, counts)
 
     # -- novelty ------------------------------------------------------------------------------
