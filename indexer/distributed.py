@@ -72,17 +72,18 @@ class RayStages:
             self.workers = min(self.workers, self.gpus)
         log.info("ray: %d CPUs, %d GPUs, %d workers", cpus, self.gpus, self.workers)
 
-    def _actor_options(self) -> dict:
-        """A pool of ``workers`` actors, a GPU each where the cluster has them."""
-        pool = self.ray.data.ActorPoolStrategy(size=self.workers)
+    def _actor_options(self, blocks: int) -> dict:
+        """A pool of ``workers`` actors (no more than there are blocks to give them), a GPU
+        each where the cluster has them."""
+        pool = self.ray.data.ActorPoolStrategy(size=max(1, min(self.workers, blocks)))
         return {"compute": pool, "num_gpus": 1} if self.gpus else {"compute": pool, "num_cpus": 1}
 
     def embed(self, texts: list[str], model: str, batch_size: int, out: Path):
         """Embed ``texts`` on the cluster into a float32 (n, dim) ``.npy`` file at ``out``;
         returns (the file memory-mapped, the embedded dataset's handle for ``encode``)."""
+        blocks = max(1, -(-len(texts) // BLOCK_ROWS))
         data = self.ray.data.from_items(
-            [{"row": i, "text": t} for i, t in enumerate(texts)],
-            override_num_blocks=max(1, -(-len(texts) // BLOCK_ROWS)),
+            [{"row": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=blocks
         )
         embedded = data.map_batches(
             _Embed,
@@ -93,7 +94,7 @@ class RayStages:
             },
             batch_size=BLOCK_ROWS,
             batch_format="numpy",
-            **self._actor_options(),
+            **self._actor_options(blocks),
         ).materialize()
         vectors = None
         for batch in embedded.iter_batches(batch_size=BLOCK_ROWS, batch_format="numpy"):
@@ -118,7 +119,7 @@ class RayStages:
             },
             batch_size=BLOCK_ROWS * 8,
             batch_format="numpy",
-            **self._actor_options(),
+            **self._actor_options(embedded.num_blocks()),
         )
         codes = np.zeros((n, hasher.bits // 8), np.uint8)
         for batch in coded.iter_batches(batch_size=BLOCK_ROWS * 8, batch_format="numpy"):
