@@ -286,6 +286,8 @@ def build_index(
     bits = check_bits(bits)
     if documents is None and embeddings is None:
         raise ValueError("pass documents= (texts to embed) or embeddings= with ids=")
+    if ray is not None and embeddings is not None:
+        raise ValueError("ray= embeds texts on the cluster; build your own embeddings without")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True / --overwrite")
     timer = _Timer()
@@ -305,18 +307,10 @@ def build_index(
     for problem in corpus.skipped:
         log.warning("skipped %s", problem)
 
-    if embeddings is not None:
-        if ray is not None:
-            raise ValueError("ray= embeds texts on the cluster; build your own embeddings without")
-        embedder_info, stages = None, None
-        with timer.stage("embed"):
-            vectors = check_embeddings(embeddings, len(docs))
-    else:
+    embedder_info, stages = None, None
+    if embeddings is None:
         embedder = embedder or SentenceTransformerEmbedder(model)
-        embedder_info = {"name": embedder.name, "dim": embedder.dim}
         texts = [d.text for d in docs]
-        _warn_truncated(embedder, texts, stats)
-        stages = None
         if ray is not None:
             from indexer.distributed import RayStages
 
@@ -324,8 +318,11 @@ def build_index(
     # The Ray path's embeddings: a memory-mapped file beside the index while it is built.
     staging = path.with_name(f".{path.name}.embeddings-{uuid.uuid4().hex[:8]}.npy")
     try:
-        if embeddings is None:
-            with timer.stage("embed"):
+        with timer.stage("embed"):
+            if embeddings is not None:
+                vectors = check_embeddings(embeddings, len(docs))
+            else:
+                _warn_truncated(embedder, texts, stats)
                 if stages is not None:
                     vectors, embedded = stages.embed(texts, embedder.name, batch_size, staging)
                     stats["embedded"], stats["ray_workers"] = len(texts), stages.workers
@@ -335,6 +332,7 @@ def build_index(
                         embedder, texts, store_cache, batch_size, show_progress
                     )
                     vectors = check_embeddings(vectors, len(docs))
+                embedder_info = {"name": embedder.name, "dim": int(vectors.shape[1])}
         with timer.stage("train"):
             config = replace(config or TrainConfig(), bits=bits)
             result = train_hasher(vectors, config, show_progress)
