@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -119,6 +119,23 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def staged(path: Path, copy: bool = False) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write a new version in: empty, or (``copy``) a copy
+    of the index at ``path`` less its manifest. Removed if the block fails; on success the
+    block hands it to ``swap_into_place``."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    if copy:
+        shutil.copytree(path, tmp, ignore=shutil.ignore_patterns(MANIFEST_NAME))
+    else:
+        tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def swap_into_place(tmp: Path, path: Path, overwrite: bool, drop_old_store: bool = True) -> None:
     """Rename the finished version to ``path``; the old one (if any) goes only afterwards,
     with its table in an external database unless ``drop_old_store`` is off (an update
@@ -191,50 +208,48 @@ def write_index(
     timer = timer or _Timer()
     bits = hasher.bits
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
     table = DEFAULT_TABLE if store_url is None else f"hashdex_{uuid.uuid4().hex[:12]}"
     store = None
-    try:
-        hasher.save(tmp / HASHER_DIR)
-        with timer.stage("tables"):
-            hamming = HammingIndex(bits)
-            hamming.add(codes, np.arange(len(docs), dtype=np.int64))
-            hamming.save(tmp / TABLES_DIR)
-        if vectors is not None:
-            _save_float16(tmp / EMBEDDINGS_NAME, vectors)
-        with timer.stage("store"):
-            store = DocumentStore(store_url or sqlite_url(tmp), table, create=True)
-            store.replace(
-                [],
-                range(len(docs)),
-                [d.id for d in docs],
-                [d.text for d in docs],
-                [d.metadata for d in docs],
-            )
-            store.close()
-        build = manifest_fields.get("build", {})
-        manifest = {
-            "format": "hashdex-index",
-            "format_version": FORMAT_VERSION,
-            "hashdex_version": _hashdex_version(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "bits": bits,
-            "documents": len(docs),
-            "next_row": len(docs),
-            "trained_rows": len(docs),
-            "has_embeddings": vectors is not None,
-            "store": {"url": store_url, "table": table},
-            **manifest_fields,
-            "build": {**build, "seconds": timer.seconds},
-        }
-        write_manifest(tmp, manifest)
-        swap_into_place(tmp, path, overwrite)
-    except BaseException:
-        if store is not None and store_url is not None:
-            store.drop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with staged(path) as tmp:
+        try:
+            hasher.save(tmp / HASHER_DIR)
+            with timer.stage("tables"):
+                hamming = HammingIndex(bits)
+                hamming.add(codes, np.arange(len(docs), dtype=np.int64))
+                hamming.save(tmp / TABLES_DIR)
+            if vectors is not None:
+                _save_float16(tmp / EMBEDDINGS_NAME, vectors)
+            with timer.stage("store"):
+                store = DocumentStore(store_url or sqlite_url(tmp), table, create=True)
+                store.replace(
+                    [],
+                    range(len(docs)),
+                    [d.id for d in docs],
+                    [d.text for d in docs],
+                    [d.metadata for d in docs],
+                )
+                store.close()
+            build = manifest_fields.get("build", {})
+            manifest = {
+                "format": "hashdex-index",
+                "format_version": FORMAT_VERSION,
+                "hashdex_version": _hashdex_version(),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "bits": bits,
+                "documents": len(docs),
+                "next_row": len(docs),
+                "trained_rows": len(docs),
+                "has_embeddings": vectors is not None,
+                "store": {"url": store_url, "table": table},
+                **manifest_fields,
+                "build": {**build, "seconds": timer.seconds},
+            }
+            write_manifest(tmp, manifest)
+            swap_into_place(tmp, path, overwrite)
+        except BaseException:
+            if store is not None and store_url is not None:
+                store.drop()
+            raise
     log.info("wrote %s: %d documents, %d bits", path, len(docs), bits)
 
 

@@ -8,13 +8,11 @@ all of them as the original does. The sharded directory is written atomically.
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 
-from indexer.build import swap_into_place, write_index
+from indexer.build import staged, swap_into_place, write_index
 from indexer.corpus import Document
 from retrieval.index import MANIFEST_NAME, Index
 from retrieval.shards import SHARDS_FORMAT
@@ -37,9 +35,7 @@ def split_index(
             raise ValueError(f"shards={shards} must be between 1 and the {len(index)} documents")
         rows = np.sort(np.asarray(index.hamming.ids))
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir()
-        try:
+        with staged(out) as tmp:
             entries = []
             for number, part in enumerate(np.array_split(rows, shards)):
                 stored = index.store.get(part)
@@ -69,7 +65,4 @@ def split_index(
             }
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
             swap_into_place(tmp, out, overwrite)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return [entry["documents"] for entry in entries]

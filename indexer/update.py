@@ -12,7 +12,6 @@ grows with the index, not the change.
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -23,22 +22,16 @@ import numpy as np
 from indexer.build import (
     check_embeddings,
     documents_for_embeddings,
+    staged,
     swap_into_place,
     write_manifest,
 )
 from indexer.corpus import Corpus, read_corpus
 from indexer.train import TrainConfig, train_hasher
 from retrieval.embed import embed_texts
-from retrieval.index import EMBEDDINGS_NAME, HASHER_DIR, MANIFEST_NAME, TABLES_DIR, Index
+from retrieval.index import EMBEDDINGS_NAME, HASHER_DIR, TABLES_DIR, Index
 from retrieval.store import DocumentStore, sqlite_url
 from retrieval.tables import HammingIndex
-
-
-def _new_version(index: Index) -> Path:
-    """A copy of the index directory to change, beside it."""
-    tmp = index.path.with_name(f".{index.path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    shutil.copytree(index.path, tmp, ignore=shutil.ignore_patterns(MANIFEST_NAME))
-    return tmp
 
 
 def _tables_without(index: Index, rows: Iterable[int]) -> HammingIndex:
@@ -100,8 +93,7 @@ def add_documents(
     rows = np.arange(first_row, first_row + len(docs), dtype=np.int64)
     replaced = index.store.rows_for([d.id for d in docs])
 
-    tmp = _new_version(index)
-    try:
+    with staged(index.path, copy=True) as tmp:
         hamming = _tables_without(index, replaced.values())
         hamming.add(codes, rows)
         hamming.save(tmp / TABLES_DIR)
@@ -120,9 +112,6 @@ def add_documents(
         manifest.update(documents=len(hamming), next_row=first_row + len(docs))
         _commit(index, tmp, manifest)
         return len(docs)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def delete_documents(index: Index, ids: Iterable[Any]) -> list[str]:
@@ -132,8 +121,7 @@ def delete_documents(index: Index, ids: Iterable[Any]) -> list[str]:
     missing = [i for i in ids if i not in found]
     if not found:
         return missing
-    tmp = _new_version(index)
-    try:
+    with staged(index.path, copy=True) as tmp:
         hamming = _tables_without(index, found.values())
         hamming.save(tmp / TABLES_DIR)
         store = _store_for(index, tmp)
@@ -143,9 +131,6 @@ def delete_documents(index: Index, ids: Iterable[Any]) -> list[str]:
         manifest["documents"] = len(hamming)
         _commit(index, tmp, manifest)
         return missing
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def retrain_index(index: Index, config: TrainConfig | None = None, show_progress: bool = False):
@@ -162,8 +147,7 @@ def retrain_index(index: Index, config: TrainConfig | None = None, show_progress
     config = replace(config or TrainConfig(), bits=index.bits)
     result = train_hasher(vectors, config, show_progress)
     compact = np.arange(len(rows), dtype=np.int64)
-    tmp = _new_version(index)
-    try:
+    with staged(index.path, copy=True) as tmp:
         shutil.rmtree(tmp / HASHER_DIR)
         result.model.save(tmp / HASHER_DIR)
         hamming = HammingIndex(index.bits)
@@ -176,6 +160,3 @@ def retrain_index(index: Index, config: TrainConfig | None = None, show_progress
         manifest = dict(index.manifest)
         manifest.update(training=result.summary(), next_row=len(rows), trained_rows=len(rows))
         _commit(index, tmp, manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
