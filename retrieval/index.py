@@ -448,11 +448,11 @@ class Index:
         return int(radius)
 
     def _ids(self, rows: np.ndarray) -> np.ndarray:
-        docs = self.store.get(rows[rows >= 0].ravel())
+        """The document ids of table rows (None where padded), from the store."""
+        known = self.store.ids(rows[rows >= 0].ravel())
         ids = np.full(rows.shape, None, dtype=object)
         for index in zip(*np.nonzero(rows >= 0), strict=True):
-            entry = docs.get(int(rows[index]))
-            ids[index] = entry[0] if entry else None
+            ids[index] = known.get(int(rows[index]))
         return ids
 
     def within(self, queries: Sequence[str], radius: int) -> RangeResults:

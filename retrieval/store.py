@@ -51,7 +51,8 @@ def _documents_table(name: str) -> Table:
 
 
 class DocumentStore:
-    """Documents keyed by row: ``replace`` (delete and insert), ``get``, ``rows_for``, ``count``."""
+    """Documents keyed by row: ``replace`` (delete and insert), ``get``, ``ids``, ``rows_for``,
+    ``count``."""
 
     def __init__(self, url: str, table: str = DEFAULT_TABLE, create: bool = False):
         self.url, self.table_name = url, table
@@ -102,30 +103,29 @@ class DocumentStore:
                 )
                 conn.execute(statement, pairs)
 
+    def _select_in(self, key, values: list, *columns):
+        """The rows of ``columns`` whose ``key`` column is in ``values``, a chunk at a time."""
+        with self.engine.connect() as conn:
+            for lo in range(0, len(values), _CHUNK):
+                query = select(*columns).where(key.in_(values[lo : lo + _CHUNK]))
+                yield from conn.execute(query)
+
     def get(self, rows: Iterable[int]) -> dict[int, tuple[str, str, dict]]:
         """``{row: (id, text, metadata)}`` for the rows that exist."""
-        wanted = sorted({int(r) for r in rows})
-        found: dict[int, tuple[str, str, dict]] = {}
         t = self.table
-        with self.engine.connect() as conn:
-            for lo in range(0, len(wanted), _CHUNK):
-                query = select(t.c.row, t.c.id, t.c.text, t.c.metadata).where(
-                    t.c.row.in_(wanted[lo : lo + _CHUNK])
-                )
-                for row, doc_id, text, metadata in conn.execute(query):
-                    found[row] = (doc_id, text, metadata)
-        return found
+        wanted = sorted({int(r) for r in rows})
+        found = self._select_in(t.c.row, wanted, t.c.row, t.c.id, t.c.text, t.c.metadata)
+        return {row: (doc_id, text, metadata) for row, doc_id, text, metadata in found}
+
+    def ids(self, rows: Iterable[int]) -> dict[int, str]:
+        """``{row: id}`` for the rows that exist (no texts read)."""
+        t = self.table
+        return dict(self._select_in(t.c.row, sorted({int(r) for r in rows}), t.c.row, t.c.id))
 
     def rows_for(self, ids: Iterable[str]) -> dict[str, int]:
         """``{id: row}`` for the ids that exist."""
-        wanted = list(dict.fromkeys(ids))
-        found: dict[str, int] = {}
         t = self.table
-        with self.engine.connect() as conn:
-            for lo in range(0, len(wanted), _CHUNK):
-                query = select(t.c.id, t.c.row).where(t.c.id.in_(wanted[lo : lo + _CHUNK]))
-                found.update(dict(conn.execute(query).all()))
-        return found
+        return dict(self._select_in(t.c.id, list(dict.fromkeys(ids)), t.c.id, t.c.row))
 
     def rows_where(self, where: Mapping[str, Any]) -> np.ndarray:
         """Sorted rows whose metadata equals ``where`` on every key (a list value: any of)."""
