@@ -21,6 +21,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from results_table import markdown_table
 
 from indexer.evaluate import load_wiki_vital
 from indexer.train import TrainConfig, train_hasher
@@ -188,18 +189,6 @@ def main() -> None:
     _write(costs, project(costs))
 
 
-def _table(rows: list[dict]) -> list[str]:
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [
-            ("–" if np.isnan(v) else f"{v:,.2f}") if isinstance(v, float) else str(v)
-            for v in row.values()
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
 def _write(costs: dict, projection: list[dict]) -> None:
     e, t, s = costs["embed"], costs["train"], costs["store"]
     measured = [
@@ -253,7 +242,7 @@ def _write(costs: dict, projection: list[dict]) -> None:
         "",
         "## Measured per-document costs",
         "",
-        *_table(measured),
+        *markdown_table(measured),
     ]
     if "mapped" in t:
         lines += [
@@ -271,7 +260,7 @@ def _write(costs: dict, projection: list[dict]) -> None:
         "Hamming tables (codes, ids, substring tables); disk adds float16 embeddings and the "
         "store.",
         "",
-        *_table(projection),
+        *markdown_table(projection),
     ]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")

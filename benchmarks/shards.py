@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from loopback import free_port, start_server, stop_server
+from results_table import markdown_table
 
 from indexer import TrainConfig, build_index
 from indexer.shard import split_index
@@ -106,7 +107,6 @@ def main() -> None:
 
 
 def _write(rows: list[dict], docs: int, merge_us: float) -> None:
-    columns = list(rows[0])
     lines = [
         f"# Sharded search: fan-out and merge cost ({docs:,} documents, 64 bits, top {K})",
         "",
@@ -114,12 +114,8 @@ def _write(rows: list[dict], docs: int, merge_us: float) -> None:
         "same run; every layout's answers equal the single index's (checked), except the "
         "one-shard row, which searches half the documents and shows one shard's own cost.",
         "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
+        *markdown_table(rows, "{:.3f}"),
     ]
-    for row in rows:
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()]
-        lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         f"The merge alone (8 shards' top-{K} answers, {QUERIES} queries in one call): "
