@@ -27,6 +27,12 @@ TEXT_FIELD = click.option(
     "--text-field", default="text", show_default=True, help="Field holding the text."
 )
 ID_FIELD = click.option("--id-field", default="id", show_default=True, help="Field holding the id.")
+MODEL = click.option(
+    "--model",
+    default="all-MiniLM-L6-v2",
+    show_default=True,
+    help="sentence-transformers model name or local folder.",
+)
 
 
 class _Group(click.Group):
@@ -66,12 +72,7 @@ def main(ctx: click.Context, quiet: bool) -> None:
 @click.argument("corpus", type=click.Path(exists=True))
 @click.option("--out", "out", required=True, type=click.Path(), help="Index directory to write.")
 @click.option("--bits", default=64, show_default=True, help="Code length: 16..256, multiple of 8.")
-@click.option(
-    "--model",
-    default="all-MiniLM-L6-v2",
-    show_default=True,
-    help="sentence-transformers model name or local folder.",
-)
+@MODEL
 @TEXT_FIELD
 @ID_FIELD
 @click.option("--skip-invalid", is_flag=True, help="Index the valid documents, report the rest.")
@@ -293,7 +294,8 @@ def _parse_where(filters: tuple[str, ...]) -> dict | None:
     help="Require this key on every route but /health (or set HASHDEX_API_KEY).",
 )
 def serve_command(index_dir, host, port, api_key):
-    """Serve INDEX_DIR over HTTP: POST /search, /documents; GET/DELETE /documents/{id}."""
+    """Serve INDEX_DIR over HTTP (POST /search, /neighbourhood, /documents; GET/DELETE
+    /documents/{id}; GET /stats), with a search page at /."""
     try:
         import uvicorn
 
@@ -424,7 +426,7 @@ def outliers_command(index_dir, n, as_json):
     help="Metadata field holding each document's label (with --corpus).",
 )
 @TEXT_FIELD
-@click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
+@MODEL
 @click.option(
     "--bits",
     "bit_budgets",

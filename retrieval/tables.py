@@ -262,9 +262,8 @@ class HammingIndex:
 
     def _within(self, queries: np.ndarray, radius: int):
         queries = check_codes(queries, self.bits, "queries")
-        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
-            raise ValueError(f"radius={radius} must be an integer between 0 and bits={self.bits}")
-        if not 0 <= radius <= self.bits:
+        integer = isinstance(radius, (int, np.integer)) and not isinstance(radius, bool)
+        if not integer or not 0 <= radius <= self.bits:
             raise ValueError(f"radius={radius} must be an integer between 0 and bits={self.bits}")
         nq = len(queries)
         if nq == 0 or len(self) == 0:
